@@ -1,0 +1,314 @@
+"""The wire codec: messages <-> canonical CBOR (RFC 8949), ring vectors bit-packed at b bits.
+
+Theory of operation. A frame is one CBOR array:
+
+    [version, type, session_id, round, sender, field...]
+
+with the fields of each message type in the order given by ``_SCHEMAS`` (SPEC.md, "Wire
+format"). Integers, byte strings, text, arrays and (in the config only) one float are used; no
+maps, no tags. Ring vectors travel as ``[bits, length, packed]`` where ``packed`` holds the
+coordinates little-endian, b bits each, LSB first, ceil(length * b / 8) bytes, with zero padding.
+
+Decoding is defensive: the frame length is checked against a hard limit before parsing, the parse
+must consume every byte, and the bytes must be exactly the canonical encoding of what they decode
+to (so every message has one encoding, and tags, indefinite lengths or padded integers are
+refused). Then every field is type-checked against the schema and the message validates itself.
+Anything wrong raises ``MalformedMessage``. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cbor2
+import numpy as np
+
+from secagg.config import MAX_CLIENTS, MAX_DIM, PROTOCOL_VERSION, RoundConfig
+from secagg.errors import ConfigurationError, MalformedMessage
+from secagg.messages import (
+    MESSAGE_TYPES,
+    Abort,
+    AdvertiseKeys,
+    AdvertiseKeysRequest,
+    EncryptedShares,
+    MaskedInput,
+    MaskedInputRequest,
+    Message,
+    NeighbourKeys,
+    RevealedShare,
+    ShareKeys,
+    ShareKeysRequest,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.quantize import ring_dtype
+
+HEADER_FIELDS = 5
+_PACK_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard bounds applied before and during decoding."""
+
+    max_frame_bytes: int = 1 << 30
+    max_dim: int = MAX_DIM
+    max_list: int = MAX_CLIENTS
+
+    @classmethod
+    def for_config(cls, config: RoundConfig) -> Limits:
+        """The tightest limits for one round: the largest frame is a masked input."""
+        packed = -(-config.dim * config.bits // 8)
+        return cls(
+            max_frame_bytes=packed + 1024 + 160 * config.num_clients,
+            max_dim=config.dim,
+            max_list=config.num_clients,
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- bit packing ------------------------------------------------------------------------------
+
+
+def packed_size(length: int, bits: int) -> int:
+    return -(-length * bits // 8)
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Coordinates in [0, 2^bits) -> little-endian, LSB-first bit string, zero padded."""
+    if bits in (8, 16, 32, 64):
+        return values.astype(f"<u{bits // 8}", copy=False).tobytes()
+    out = []
+    # Chunks of a multiple of 8 coordinates end on a byte boundary, so they concatenate.
+    for start in range(0, values.size, _PACK_CHUNK):
+        chunk = values[start : start + _PACK_CHUNK].astype("<u8")
+        bitplanes = np.unpackbits(chunk.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+        out.append(np.packbits(bitplanes[:, :bits].ravel(), bitorder="little").tobytes())
+    return b"".join(out)
+
+
+def unpack_bits(data: bytes, bits: int, length: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`. Refuses a wrong size or non-zero padding."""
+    if len(data) != packed_size(length, bits):
+        raise MalformedMessage(
+            f"ring vector of {length} coordinates at {bits} bits needs "
+            f"{packed_size(length, bits)} bytes, got {len(data)}"
+        )
+    dtype = ring_dtype(bits)
+    if bits in (8, 16, 32, 64):
+        return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(dtype)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if (length * bits) % 8 and raw[-1] >> ((length * bits) % 8):
+        raise MalformedMessage("ring vector has non-zero padding bits")
+    out = np.empty(length, dtype=dtype)
+    for start in range(0, length, _PACK_CHUNK):
+        count = min(_PACK_CHUNK, length - start)
+        first = start * bits // 8
+        chunk = raw[first : first + packed_size(count, bits)]
+        bitplanes = np.unpackbits(chunk, bitorder="little")[: count * bits].reshape(count, bits)
+        widened = np.zeros((count, 64), dtype=np.uint8)
+        widened[:, :bits] = bitplanes
+        out[start : start + count] = np.packbits(widened, axis=1, bitorder="little").view("<u8").ravel()
+    return out
+
+
+# --- field kinds ------------------------------------------------------------------------------
+# Each kind is (to_wire, from_wire). from_wire type-checks and raises MalformedMessage.
+
+
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(f"malformed frame: expected {what}")
+
+
+def _uint(v, what="an unsigned integer"):
+    _expect(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64, what)
+    return v
+
+
+def _bytes(v, what="a byte string"):
+    _expect(isinstance(v, bytes), what)
+    return v
+
+
+def _list(v, limits: Limits, what: str):
+    _expect(isinstance(v, list), f"a list of {what}")
+    _expect(len(v) <= limits.max_list, f"at most {limits.max_list} {what}, got {len(v)}")
+    return v
+
+
+def _pair(v, what):
+    _expect(isinstance(v, list) and len(v) == 2, what)
+    return v
+
+
+def _config_to_wire(c: RoundConfig) -> list:
+    return [c.num_clients, c.dim, c.bits, c.degree, c.threshold, c.graph_seed, c.value_range, c.levels]
+
+
+def _config_from_wire(v, header, limits: Limits) -> RoundConfig:
+    _expect(isinstance(v, list) and len(v) == 8, "a config of 8 fields")
+    n, dim, bits, degree, threshold, seed, value_range, levels = v
+    for x in (n, dim, bits, degree, threshold, levels):
+        _uint(x, "integer config fields")
+    _bytes(seed, "a graph seed")
+    _expect(isinstance(value_range, float), "a float value range")
+    _expect(dim <= limits.max_dim, f"dim at most {limits.max_dim}, got {dim}")
+    try:
+        return RoundConfig(
+            session_id=header[0], round=header[1], num_clients=n, dim=dim, bits=bits,
+            degree=degree, threshold=threshold, graph_seed=seed, value_range=value_range,
+            levels=levels,
+        )
+    except ConfigurationError as exc:
+        raise MalformedMessage(f"the announced configuration is unusable: {exc}") from None
+
+
+def _vector_to_wire(bits: int, v: np.ndarray) -> list:
+    return [bits, int(v.size), pack_bits(v, bits)]
+
+
+def _vector_from_wire(v, limits: Limits):
+    _expect(isinstance(v, list) and len(v) == 3, "a ring vector [bits, length, packed]")
+    bits, length, packed = _uint(v[0]), _uint(v[1]), _bytes(v[2])
+    _expect(1 <= bits <= 62, "a bit width in [1, 62]")
+    _expect(length <= limits.max_dim, f"a vector of at most {limits.max_dim} coordinates")
+    return bits, unpack_bits(packed, bits, length)
+
+
+def _encode_fields(msg: Message) -> list:
+    match msg:
+        case AdvertiseKeysRequest():
+            return [msg.recipient, _config_to_wire(msg.config)]
+        case AdvertiseKeys():
+            return [msg.encryption_key, msg.mask_key]
+        case ShareKeysRequest():
+            return [msg.recipient, [[k.client, k.encryption_key, k.mask_key] for k in msg.neighbour_keys]]
+        case ShareKeys():
+            return [[[e.peer, e.ciphertext] for e in msg.encrypted_shares]]
+        case MaskedInputRequest():
+            return [msg.recipient, [[e.peer, e.ciphertext] for e in msg.encrypted_shares]]
+        case MaskedInput():
+            return [_vector_to_wire(msg.bits, msg.masked)]
+        case UnmaskRequest():
+            return [msg.recipient, list(msg.survivors), list(msg.dropped)]
+        case UnmaskResponse():
+            return [
+                [[s.peer, s.share] for s in msg.self_mask_shares],
+                [[s.peer, s.share] for s in msg.key_shares],
+            ]
+        case Abort():
+            return [msg.recipient, msg.reason]
+    raise TypeError(f"not a protocol message: {type(msg).__name__}")
+
+
+def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limits) -> dict:
+    def arity(n):
+        _expect(len(fields) == n, f"{n} fields for {cls.__name__}, got {len(fields)}")
+
+    def ids(v, what):
+        return tuple(_uint(x, what) for x in _list(v, limits, what))
+
+    def ciphertexts(v):
+        items = [_pair(p, "[peer, ciphertext]") for p in _list(v, limits, "encrypted shares")]
+        return tuple(EncryptedShares(peer=_uint(p), ciphertext=_bytes(c)) for p, c in items)
+
+    def shares(v):
+        items = [_pair(p, "[peer, share]") for p in _list(v, limits, "shares")]
+        return tuple(RevealedShare(peer=_uint(p), share=_bytes(s)) for p, s in items)
+
+    if cls is AdvertiseKeysRequest:
+        arity(2)
+        return {"recipient": _uint(fields[0]), "config": _config_from_wire(fields[1], header, limits)}
+    if cls is AdvertiseKeys:
+        arity(2)
+        return {"encryption_key": _bytes(fields[0]), "mask_key": _bytes(fields[1])}
+    if cls is ShareKeysRequest:
+        arity(2)
+        keys = []
+        for k in _list(fields[1], limits, "neighbour keys"):
+            _expect(isinstance(k, list) and len(k) == 3, "[client, encryption_key, mask_key]")
+            keys.append(NeighbourKeys(client=_uint(k[0]), encryption_key=_bytes(k[1]), mask_key=_bytes(k[2])))
+        return {"recipient": _uint(fields[0]), "neighbour_keys": tuple(keys)}
+    if cls is ShareKeys:
+        arity(1)
+        return {"encrypted_shares": ciphertexts(fields[0])}
+    if cls is MaskedInputRequest:
+        arity(2)
+        return {"recipient": _uint(fields[0]), "encrypted_shares": ciphertexts(fields[1])}
+    if cls is MaskedInput:
+        arity(1)
+        bits, vector = _vector_from_wire(fields[0], limits)
+        return {"bits": bits, "masked": vector}
+    if cls is UnmaskRequest:
+        arity(3)
+        return {
+            "recipient": _uint(fields[0]),
+            "survivors": ids(fields[1], "survivor ids"),
+            "dropped": ids(fields[2], "dropped ids"),
+        }
+    if cls is UnmaskResponse:
+        arity(2)
+        return {"self_mask_shares": shares(fields[0]), "key_shares": shares(fields[1])}
+    if cls is Abort:
+        arity(2)
+        _expect(isinstance(fields[1], str), "a text reason")
+        return {"recipient": _uint(fields[0]), "reason": fields[1]}
+    raise MalformedMessage(f"no decoder for {cls.__name__}")
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+
+def encode(msg: Message) -> bytes:
+    frame = [PROTOCOL_VERSION, msg.TYPE, msg.session_id, msg.round, msg.sender, *_encode_fields(msg)]
+    return cbor2.dumps(frame, canonical=True)
+
+
+def peek_type(data: bytes) -> type[Message] | None:
+    """The message class a frame claims to be, without validating it (for logging only)."""
+    try:
+        return MESSAGE_TYPES.get(decode_frame(data, DEFAULT_LIMITS)[1])
+    except MalformedMessage:
+        return None
+
+
+def decode_frame(data: bytes, limits: Limits) -> list:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessage(f"a frame must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > limits.max_frame_bytes:
+        raise MalformedMessage(
+            f"frame of {len(data)} bytes exceeds the limit of {limits.max_frame_bytes} bytes"
+        )
+    stream = io.BytesIO(data)
+    try:
+        frame = cbor2.CBORDecoder(stream).decode()
+    except cbor2.CBORDecodeEOF:
+        raise MalformedMessage(f"truncated frame ({len(data)} bytes)") from None
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise MalformedMessage(f"undecodable frame: {exc}") from None
+    if stream.tell() != len(data):
+        raise MalformedMessage(f"{len(data) - stream.tell()} trailing bytes after the frame")
+    _expect(isinstance(frame, list) and len(frame) >= HEADER_FIELDS, "a frame array with a header")
+    if frame[0] != PROTOCOL_VERSION:
+        raise MalformedMessage(f"protocol version {frame[0]!r} is not supported (expected {PROTOCOL_VERSION})")
+    if cbor2.dumps(frame, canonical=True) != data:
+        raise MalformedMessage("frame is not in canonical CBOR encoding")
+    return frame
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Bytes -> a validated message, or ``MalformedMessage``."""
+    frame = decode_frame(data, limits)
+    _, type_code, session_id, round_, sender = frame[:HEADER_FIELDS]
+    cls = MESSAGE_TYPES.get(type_code) if isinstance(type_code, int) else None
+    if cls is None:
+        raise MalformedMessage(f"unknown message type {type_code!r}")
+    _bytes(session_id, "a session id")
+    header = (session_id, _uint(round_, "a round number"), _uint(sender, "a sender id"))
+    fields = _decode_fields(cls, frame[HEADER_FIELDS:], header, limits)
+    return cls(session_id=header[0], round=header[1], sender=header[2], **fields)

@@ -1,0 +1,141 @@
+"""The public parameters of one round, agreed before anything secret is sent.
+
+The server announces a ``RoundConfig`` in its first message; every client checks it independently
+(ring capacity, threshold, graph) before it generates a key. A configuration that cannot work is
+refused here, with the smallest change that would make it work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from secagg.crypto.kdf import SESSION_ID_BYTES
+from secagg.crypto.randomness import RandomSource, system_random
+from secagg.errors import ConfigurationError
+from secagg.graph import GRAPH_SEED_BYTES, Graph, harary_graph
+from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
+from secagg.quantize import Quantizer
+
+PROTOCOL_VERSION = 1
+MIN_CLIENTS = 3
+MAX_CLIENTS = 2**24
+MAX_DIM = 2**28
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundConfig:
+    session_id: bytes
+    round: int
+    num_clients: int
+    dim: int
+    bits: int
+    degree: int
+    threshold: int
+    graph_seed: bytes
+    value_range: float
+    levels: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
+            raise ConfigurationError(f"session_id must be {SESSION_ID_BYTES} bytes")
+        if not isinstance(self.graph_seed, bytes) or len(self.graph_seed) != GRAPH_SEED_BYTES:
+            raise ConfigurationError(f"graph_seed must be {GRAPH_SEED_BYTES} bytes")
+        _check_int("round", self.round, 0, 2**64 - 1)
+        _check_int("num_clients", self.num_clients, MIN_CLIENTS, MAX_CLIENTS)
+        _check_int("dim", self.dim, 1, MAX_DIM)
+        n = self.num_clients
+        full = self.degree == n - 1
+        if not full and (
+            not isinstance(self.degree, int) or self.degree % 2 or not 2 <= self.degree < n - 1
+        ):
+            raise ConfigurationError(
+                f"degree must be even and in [2, {n - 2}], or {n - 1} (the full graph); "
+                f"got {self.degree!r}"
+            )
+        if not isinstance(self.threshold, int) or not 2 <= self.threshold <= self.degree:
+            raise ConfigurationError(
+                f"threshold must lie in [2, degree = {self.degree}], got {self.threshold!r}: "
+                "a threshold of 1 lets any single neighbour reveal a secret"
+            )
+        # Validates bits, range and levels, and that n inputs cannot wrap the ring.
+        self.quantizer.check_capacity(n)
+
+    @property
+    def quantizer(self) -> Quantizer:
+        return Quantizer(bits=self.bits, value_range=self.value_range, levels=self.levels)
+
+    @property
+    def graph(self) -> Graph:
+        return harary_graph(self.num_clients, self.degree, self.graph_seed)
+
+    @property
+    def clients(self) -> range:
+        return range(1, self.num_clients + 1)
+
+    @property
+    def max_dropouts(self) -> int:
+        """Dropouts a client's neighbourhood tolerates before one of its secrets is lost."""
+        return self.degree - self.threshold
+
+    @classmethod
+    def create(
+        cls,
+        num_clients: int,
+        dim: int,
+        *,
+        bits: int = 32,
+        value_range: float = 1.0,
+        levels: int | None = None,
+        adversarial_rate: float = 0.05,
+        dropout_rate: float = 0.1,
+        adversary: AdversaryClass | str = AdversaryClass.SEMI_HONEST,
+        full_graph: bool = False,
+        threshold: int | None = None,
+        round: int = 0,
+        session_id: bytes | None = None,
+        graph_seed: bytes | None = None,
+        rng: RandomSource = system_random,
+    ) -> RoundConfig:
+        """Pick the graph and threshold with the parameter finder, then build the config.
+
+        ``full_graph=True`` is original SecAgg (degree n - 1) and needs an explicit ``threshold``.
+        """
+        _check_int("num_clients", num_clients, MIN_CLIENTS, MAX_CLIENTS)
+        if full_graph:
+            if threshold is None:
+                threshold = max(2, math.ceil(2 * (num_clients - 1) / 3))
+            params = full_graph_parameters(num_clients, threshold, adversarial_rate, adversary)
+        else:
+            params = find_parameters(num_clients, adversarial_rate, dropout_rate, adversary)
+            if threshold is not None:
+                if not params.threshold <= threshold <= params.degree:
+                    raise ConfigurationError(
+                        f"threshold {threshold} must lie in [{params.threshold}, {params.degree}] "
+                        f"for degree {params.degree}: lower thresholds break privacy"
+                    )
+                params = replace(params, threshold=threshold)
+        quantizer = Quantizer.for_clients(num_clients, bits=bits, value_range=value_range, levels=levels)
+        return cls(
+            session_id=session_id if session_id is not None else rng(SESSION_ID_BYTES),
+            round=round,
+            num_clients=num_clients,
+            dim=dim,
+            bits=bits,
+            degree=params.degree,
+            threshold=params.threshold,
+            graph_seed=graph_seed if graph_seed is not None else rng(GRAPH_SEED_BYTES),
+            value_range=float(quantizer.value_range),
+            levels=quantizer.levels,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"session {self.session_id.hex()[:8]} round {self.round}: {self.num_clients} clients, "
+            f"dim {self.dim}, ring Z_2^{self.bits}, degree {self.degree}, threshold {self.threshold}"
+        )

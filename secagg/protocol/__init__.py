@@ -1,0 +1,1 @@
+"""The sans-IO protocol core: client and server state machines, no I/O."""

@@ -1,0 +1,309 @@
+"""In-process simulation: n clients and a server, every message through the wire codec.
+
+The simulator is a thin driver, like any transport: it moves encoded frames between the sans-IO
+state machines, makes the clients on a dropout schedule go silent, and tells the server a phase's
+deadline has passed (``close_phase``) when the silent clients have not answered.
+
+Memory stays O(d + n*k): each client's input is made just before its MaskedInputRequest is
+delivered, folded into the reference sums, masked, sent and forgotten; the server accumulates.
+
+``seed`` fixes the test data (inputs, which clients drop). Protocol secrets come from the OS CSPRNG
+unless ``insecure_deterministic`` is given, which derives every party's randomness from it: for
+tests and transcript vectors only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from secagg.codec import DEFAULT_LIMITS, decode, encode
+from secagg.config import RoundConfig
+from secagg.crypto import shamir
+from secagg.crypto.randomness import DeterministicRandom, RandomSource, system_random
+from secagg.errors import ConfigurationError, RoundAborted
+from secagg.messages import MaskedInputRequest, Message
+from secagg.protocol.client import Client
+from secagg.protocol.server import RoundResult, Server
+from secagg.protocol.states import Phase
+from secagg.quantize import ring_mask
+
+
+class Stage(str, Enum):
+    """Where a client goes silent: it never sends this stage's message nor any later one."""
+
+    ADVERTISE_KEYS = "advertise"  # before AdvertiseKeys
+    SHARE_KEYS = "share"  # after AdvertiseKeys, before ShareKeys
+    MASKED_INPUT = "masked"  # after ShareKeys, before MaskedInput
+    UNMASK = "unmask"  # after MaskedInput, before (during) Unmask
+
+
+STAGE_ORDER = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
+_PHASE_STAGE = {
+    Phase.ADVERTISE_KEYS: Stage.ADVERTISE_KEYS,
+    Phase.SHARE_KEYS: Stage.SHARE_KEYS,
+    Phase.MASKED_INPUT: Stage.MASKED_INPUT,
+    Phase.UNMASK: Stage.UNMASK,
+}
+DROP_STAGE_CHOICES = [s.value for s in STAGE_ORDER] + ["mixed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationReport:
+    clients: int
+    dim: int
+    bits: int
+    degree: int
+    threshold: int
+    dropout: float
+    dropped: int  # clients that went silent, at any stage
+    survivors: int  # clients whose masked input is in the sum (U3)
+    dropped_by_stage: dict[str, list[int]]
+    aborted: bool
+    abort_reason: str | None
+    unrecoverable: list[int]
+    exact: bool | None
+    max_abs_error: float | None
+    error_bound: float | None
+    client_seconds_median: float
+    client_seconds_max: float
+    server_seconds: float
+    phase_seconds: dict[str, dict[str, float]]
+    bytes_sent_per_client: int
+    bytes_received_per_client: int
+    result: RoundResult | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("result")
+        return d
+
+    def summary(self) -> str:
+        lines = [
+            f"SecAgg+ round: {self.clients} clients, dim {self.dim}, ring Z_2^{self.bits}, "
+            f"degree {self.degree}, threshold {self.threshold}",
+            f"  dropped out: {self.dropped} (by stage: "
+            f"{', '.join(f'{k} {len(v)}' for k, v in self.dropped_by_stage.items() if v) or 'none'}); "
+            f"inputs in the sum: {self.survivors}",
+        ]
+        if self.aborted:
+            lines.append(f"  ABORTED: {self.abort_reason}")
+        else:
+            lines.append(
+                f"  sum exact in the ring: {'yes' if self.exact else 'NO'}; max |decoded - true| = "
+                f"{self.max_abs_error:.3g} (quantisation bound ~{self.error_bound:.3g})"
+            )
+        lines.append(
+            f"  client time median {self.client_seconds_median * 1e3:.2f} ms (max "
+            f"{self.client_seconds_max * 1e3:.2f} ms); server time {self.server_seconds:.3f} s"
+        )
+        lines.append(
+            f"  bytes per surviving client: sent {self.bytes_sent_per_client:,}, received "
+            f"{self.bytes_received_per_client:,}"
+        )
+        for phase, t in self.phase_seconds.items():
+            lines.append(
+                f"    {phase:<14} server {t['server']:.4f} s, clients total {t['clients']:.4f} s"
+            )
+        return "\n".join(lines)
+
+
+def dropout_schedule(
+    clients: int, dropout: float, drop_stage: str, seed: int | None
+) -> dict[int, Stage]:
+    """Choose round(dropout * n) clients at random and the stage at which each goes silent."""
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigurationError(f"dropout must lie in [0, 1), got {dropout}")
+    if drop_stage not in DROP_STAGE_CHOICES:
+        raise ConfigurationError(f"drop stage must be one of {DROP_STAGE_CHOICES}, got {drop_stage!r}")
+    gen = np.random.default_rng(seed)
+    count = int(round(dropout * clients))
+    chosen = sorted(int(c) for c in gen.choice(np.arange(1, clients + 1), size=count, replace=False))
+    if drop_stage == "mixed":
+        stages = gen.integers(0, len(STAGE_ORDER), size=count)
+        return {c: STAGE_ORDER[s] for c, s in zip(chosen, stages)}
+    return {c: Stage(drop_stage) for c in chosen}
+
+
+def make_input(seed: int | None, client: int, dim: int, value_range: float) -> np.ndarray:
+    """Test data for one client: uniform in [-R, R], reproducible from (seed, client)."""
+    gen = np.random.default_rng(None if seed is None else [seed, client])
+    return gen.uniform(-value_range, value_range, dim)
+
+
+def simulate(
+    clients: int,
+    dim: int,
+    *,
+    dropout: float = 0.0,
+    drop_stage: str = Stage.MASKED_INPUT.value,
+    schedule: Mapping[int, Stage | str] | None = None,
+    bits: int = 32,
+    value_range: float = 1.0,
+    levels: int | None = None,
+    adversarial_rate: float = 0.05,
+    dropout_rate: float | None = None,
+    adversary: str = "semi-honest",
+    full_graph: bool = False,
+    threshold: int | None = None,
+    seed: int | None = None,
+    inputs: Callable[[int], np.ndarray] | None = None,
+    raise_on_abort: bool = False,
+    progress: bool = False,
+    insecure_deterministic: str | None = None,
+    transcript: list[tuple[str, int, int, bytes]] | None = None,
+) -> SimulationReport:
+    """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
+
+    ``schedule`` (client -> stage) overrides ``dropout``/``drop_stage``. ``inputs(client)`` overrides
+    the generated test data. ``dropout_rate`` is what the parameter finder plans for (default:
+    ``max(dropout, 0.05)``). ``transcript``, if given, receives every frame as
+    (direction, sender, recipient, bytes).
+    """
+    if insecure_deterministic is not None:
+        root = DeterministicRandom(insecure_deterministic)
+        rng_for: Callable[[str], RandomSource] = root.fork
+    else:
+        rng_for = lambda _label: system_random  # noqa: E731
+    if schedule is None:
+        schedule = dropout_schedule(clients, dropout, drop_stage, seed)
+    schedule = {int(c): Stage(s) for c, s in schedule.items()}
+    config = RoundConfig.create(
+        clients, dim, bits=bits, value_range=value_range, levels=levels,
+        adversarial_rate=adversarial_rate,
+        dropout_rate=max(dropout, 0.05) if dropout_rate is None else dropout_rate,
+        adversary=adversary, full_graph=full_graph, threshold=threshold,
+        rng=rng_for("config"),
+    )
+    make = inputs or (lambda c: make_input(seed, c, dim, value_range))
+
+    server_time = 0.0
+    client_time: dict[int, float] = defaultdict(float)
+    sent: dict[int, int] = defaultdict(int)
+    received: dict[int, int] = defaultdict(int)
+    phase_seconds: dict[str, dict[str, float]] = {}
+    true_ring = np.zeros(dim, dtype=config.quantizer.dtype)
+    true_sum = np.zeros(dim, dtype=np.float64)
+    contributed: set[int] = set()
+
+    def record(direction: str, sender: int, recipient: int, frame: bytes) -> None:
+        if transcript is not None:
+            transcript.append((direction, sender, recipient, frame))
+
+    shamir.warm_up()  # galois compiles its kernels once per process; not a per-round cost
+    started = time.perf_counter()
+    server = Server(config, rng=rng_for("server"))
+    parties = {c: Client(c, rng=rng_for(f"client {c}")) for c in config.clients}
+    outbox = [(m.recipient, encode(m)) for m in server.start()]
+    server_time += time.perf_counter() - started
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=4 * clients, unit="msg", desc="round", leave=False)
+
+    def server_send(messages: list[Message]) -> list[tuple[int, bytes]]:
+        frames = [(m.recipient, encode(m)) for m in messages]
+        for r, f in frames:
+            record("server->client", 0, r, f)
+        return frames
+
+    for r, f in outbox:
+        record("server->client", 0, r, f)
+
+    def silent(client: int, phase: Phase) -> bool:
+        drop = schedule.get(client)
+        return drop is not None and STAGE_ORDER.index(drop) <= STAGE_ORDER.index(_PHASE_STAGE[phase])
+
+    while not server.finished:
+        phase = server.phase
+        phase_server, phase_clients = 0.0, 0.0
+        pending, outbox = outbox, []
+        for recipient, frame in pending:
+            received[recipient] += len(frame)
+            client = parties[recipient]
+            if silent(recipient, phase) or client.finished:
+                continue
+            t0 = time.perf_counter()
+            msg = decode(frame, DEFAULT_LIMITS if client.config is None else server.limits)
+            x = None
+            if isinstance(msg, MaskedInputRequest):
+                t_make = time.perf_counter()
+                x = np.asarray(make(recipient))  # the client's training, not protocol cost
+                t0 += time.perf_counter() - t_make
+                client.provide_input(x)
+                q = client.quantized_input
+            replies = [encode(m) for m in client.receive(msg)]
+            elapsed = time.perf_counter() - t0
+            client_time[recipient] += elapsed
+            phase_clients += elapsed
+            if x is not None and replies:
+                np.add(true_ring, q, out=true_ring)
+                np.add(true_sum, x, out=true_sum)
+                contributed.add(recipient)
+            for reply in replies:
+                sent[recipient] += len(reply)
+                record("client->server", recipient, 0, reply)
+                t0 = time.perf_counter()
+                outbox += server_send(server.receive_data(recipient, reply))
+                dt = time.perf_counter() - t0
+                server_time += dt
+                phase_server += dt
+            if bar is not None:
+                bar.update(1)
+        if not server.finished and server.phase is phase:
+            t0 = time.perf_counter()
+            outbox += server_send(server.close_phase())
+            dt = time.perf_counter() - t0
+            server_time += dt
+            phase_server += dt
+        phase_seconds[phase.value] = {"server": phase_server, "clients": phase_clients}
+        if server.finished:  # deliver the Abort notices of a round that just ended
+            for recipient, frame in outbox:
+                received[recipient] += len(frame)
+                if not parties[recipient].finished and not silent(recipient, phase):
+                    parties[recipient].receive(decode(frame, server.limits))
+    if bar is not None:
+        bar.close()
+
+    dropped_by_stage = {s.value: sorted(c for c, st in schedule.items() if st is s) for s in STAGE_ORDER}
+    full_participants = [c for c in config.clients if c not in schedule] or list(config.clients)
+    common = dict(
+        clients=clients, dim=dim, bits=config.bits, degree=config.degree,
+        threshold=config.threshold, dropout=dropout, dropped=len(schedule),
+        dropped_by_stage=dropped_by_stage,
+        client_seconds_median=statistics.median(client_time[c] for c in config.clients),
+        client_seconds_max=max(client_time.values(), default=0.0),
+        server_seconds=server_time, phase_seconds=phase_seconds,
+        bytes_sent_per_client=int(statistics.median(sent[c] for c in full_participants)),
+        bytes_received_per_client=int(statistics.median(received[c] for c in full_participants)),
+    )
+    try:
+        result = server.result()
+    except RoundAborted as exc:
+        if raise_on_abort:
+            raise
+        return SimulationReport(
+            **common, survivors=len(contributed),
+            aborted=True, abort_reason=exc.reason, unrecoverable=list(exc.unrecoverable),
+            exact=None, max_abs_error=None, error_bound=None,
+        )
+    if set(result.contributors) != contributed:
+        raise AssertionError("server and driver disagree on who contributed")  # a bug, not input
+    decoded = result.values
+    q = config.quantizer
+    return SimulationReport(
+        **common, survivors=len(result.contributors),
+        aborted=False, abort_reason=None, unrecoverable=[],
+        exact=bool(np.array_equal(result.ring_sum, true_ring & true_ring.dtype.type(ring_mask(bits)))),
+        max_abs_error=float(np.max(np.abs(decoded - true_sum), initial=0.0)),
+        # Each client's rounding error is below one step: a hard bound on the decoded error.
+        error_bound=len(result.contributors) * q.step,
+        result=result,
+    )
