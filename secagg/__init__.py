@@ -7,6 +7,7 @@ dropouts at every stage, and a round that cannot finish aborts with a reason.
     >>> report = simulate(clients=20, dim=1000, dropout=0.1)   # in-process round
 """
 
+from secagg import codec
 from secagg.config import RoundConfig
 from secagg.errors import (
     ConfigurationError,

@@ -10,9 +10,10 @@ is accepted only if n * L <= 2^b - 1, so the ring sum never wraps and decoding i
 ring (this is the check Flower's guard gets wrong: it bounds the wrong quantity). The order of
 operations above keeps v <= L exactly in floating point, so the bound holds without clamping.
 
-L is at most 2^52: float64 inputs carry no more precision than that. Rounding randomness comes
-from a NumPy generator seeded with 32 bytes of the injected randomness source (the OS CSPRNG in
-production), never from a fixed or time-based seed.
+L is at most 2^52: float64 inputs carry no more precision than that. Rounding randomness is the
+AES-CTR mask PRG keyed with 32 fresh bytes of the injected randomness source (the OS CSPRNG in
+production), never a fixed or time-based seed; its 64-bit words give uniforms as
+(w >> 11) * 2^-53, so another implementation reproduces the rounding exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secagg.crypto import prg
 from secagg.crypto.randomness import RandomSource
 from secagg.errors import ConfigurationError, InvalidInput
 
@@ -46,6 +48,12 @@ def check_bits(bits: int) -> None:
 def smallest_safe_bits(clients: int, levels: int) -> int:
     """The smallest b with clients * levels <= 2^b - 1."""
     return max(MIN_BITS, (clients * levels).bit_length())
+
+
+def rounding_uniforms(key: bytes, count: int) -> np.ndarray:
+    """``count`` uniforms in [0, 1): the top 53 bits of each 64-bit word of PRG(key)."""
+    words = prg.expand(key, count, np.uint64)
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,8 +149,7 @@ class Quantizer:
         x = self.validate(x, dim)
         v = (x + self.value_range) / (2 * self.value_range) * float(self.levels)
         floor = np.floor(v)
-        gen = np.random.Generator(np.random.PCG64(int.from_bytes(rng(32), "little")))
-        q = floor + (gen.random(v.shape[0]) < (v - floor))
+        q = floor + (rounding_uniforms(rng(prg.SEED_BYTES), v.shape[0]) < (v - floor))
         return q.astype(self.dtype)
 
     def decode(self, ring_sum: np.ndarray, contributors: int) -> np.ndarray:

@@ -267,7 +267,7 @@ def simulate(
         if server.finished:  # deliver the Abort notices of a round that just ended
             for recipient, frame in outbox:
                 received[recipient] += len(frame)
-                if not parties[recipient].finished and not silent(recipient, phase):
+                if parties[recipient].state.value not in ("Aborted", "Error") and not silent(recipient, phase):
                     parties[recipient].receive(decode(frame, server.limits))
     if bar is not None:
         bar.close()

@@ -28,11 +28,15 @@ class DeterministicRandom:
     def __init__(self, label: bytes | str) -> None:
         if isinstance(label, str):
             label = label.encode()
-        key = hashlib.sha256(b"secagg/1 deterministic-random\x00" + label).digest()
-        self._encryptor = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._key = hashlib.sha256(b"secagg/1 deterministic-random\x00" + label).digest()
+        self._offset = 0  # plain state, so a test can copy a party mid-round
 
     def __call__(self, n: int) -> bytes:
-        return self._encryptor.update(bytes(n))
+        block, skip = divmod(self._offset, 16)
+        counter = block.to_bytes(16, "big")
+        stream = Cipher(algorithms.AES(self._key), modes.CTR(counter)).encryptor().update(bytes(skip + n))
+        self._offset += n
+        return stream[skip:]
 
     def fork(self, label: bytes | str) -> DeterministicRandom:
         """An independent stream derived from this one, for a sub-party."""

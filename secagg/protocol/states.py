@@ -55,9 +55,9 @@ CLIENT_TRANSITIONS: dict[tuple[ClientState, type[Message]], ClientState] = {
     (ClientState.AWAIT_SHARE_KEYS_REQUEST, Abort): ClientState.ABORTED,
     (ClientState.AWAIT_MASKED_INPUT_REQUEST, Abort): ClientState.ABORTED,
     (ClientState.AWAIT_UNMASK_REQUEST, Abort): ClientState.ABORTED,
+    # A client that sent everything still learns that the round produced no aggregate.
+    (ClientState.DONE, Abort): ClientState.ABORTED,
 }
-
-CLIENT_TERMINAL = frozenset({ClientState.DONE, ClientState.ABORTED, ClientState.ERROR})
 
 
 class PeerState(str, Enum):

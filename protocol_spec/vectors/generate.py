@@ -1,0 +1,219 @@
+"""Write the secagg-defined test vectors (mask PRG, key schedule, Shamir, bit packing, codec,
+full-round transcript) from the reference implementation with fixed randomness.
+
+    python protocol_spec/vectors/generate.py          # rewrite the files
+    python protocol_spec/vectors/generate.py --check  # exit 1 if any file would change
+
+The standards-derived files (x25519, hkdf_sha256, aes_ctr, aes_gcm, params) are copied by hand
+from their documents and are not written here. See README.md in this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from secagg import codec
+from secagg.config import RoundConfig
+from secagg.crypto import kdf, prg, shamir
+from secagg.crypto.randomness import DeterministicRandom
+from secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    AdvertiseKeysRequest,
+    EncryptedShares,
+    MaskedInput,
+    MaskedInputRequest,
+    NeighbourKeys,
+    RevealedShare,
+    ShareKeys,
+    ShareKeysRequest,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.protocol import keys
+from secagg.simulate import Stage, simulate
+
+HERE = Path(__file__).parent
+SESSION = bytes(range(16))
+TRANSCRIPT_LABEL = "secagg/1 transcript vector"
+
+
+def mask_prg() -> dict:
+    rng = DeterministicRandom("mask-prg vectors")
+    vectors = []
+    for length, dtype in ((8, "uint32"), (4, "uint64"), (5, "uint32")):
+        seed = rng(32)
+        words = prg.expand(seed, length, np.dtype(dtype).type)
+        vectors.append({"seed": seed.hex(), "dtype": dtype, "words": [int(w) for w in words]})
+    zero = prg.expand(bytes(32), 4, np.uint32)
+    vectors.append({"seed": "00" * 32, "dtype": "uint32", "words": [int(w) for w in zero]})
+    return {
+        "source": "secagg reference implementation: AES-256-CTR(key = seed, initial counter block = 0^16) "
+        "keystream read as little-endian words. Seeds from DeterministicRandom('mask-prg vectors').",
+        "vectors": vectors,
+    }
+
+
+def key_schedule() -> dict:
+    rng = DeterministicRandom("key-schedule vectors")
+    a_private, b_private = rng(32), rng(32)
+    from secagg.crypto import kex
+
+    a_public, b_public = kex.public_key(a_private), kex.public_key(b_private)
+    ctx = dict(session_id=SESSION, round=7)
+    info = kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **ctx, client_a=3, client_b=9)
+    return {
+        "source": "secagg reference implementation (SPEC.md, Key schedule). Private keys from "
+        "DeterministicRandom('key-schedule vectors').",
+        "session_id": SESSION.hex(),
+        "round": 7,
+        "client_a": 3,
+        "client_b": 9,
+        "a_private": a_private.hex(),
+        "a_public": a_public.hex(),
+        "b_private": b_private.hex(),
+        "b_public": b_public.hex(),
+        "pairwise_info": info.hex(),
+        "pairwise_mask_seed": keys.pairwise_mask_seed(a_private, b_public, **ctx, a=3, b=9).hex(),
+        "share_encryption_info_3_to_9": kdf.context_info(
+            kdf.PURPOSE_SHARE_ENCRYPTION, **ctx, client_a=3, client_b=9
+        ).hex(),
+        "sealed_3_to_9": keys.seal_shares(
+            bytes(range(72)), encryption_private_key=a_private, recipient_key=b_public,
+            **ctx, sender=3, recipient=9,
+        ).hex(),
+    }
+
+
+def shamir_vectors() -> dict:
+    rng = DeterministicRandom("shamir vectors")
+    secrets = [rng(32), bytes(32), b"\xff" * 32]
+    xs = [2, 5, 11, 12, 40]
+    shares = shamir.split(secrets, xs, 3, DeterministicRandom("shamir coefficients"))
+    return {
+        "source": "secagg reference implementation: 31-bit chunks, GF(2^31 + 11), threshold 3 of 5. "
+        "Coefficients from DeterministicRandom('shamir coefficients') by rejection sampling of "
+        "little-endian 32-bit words below p. Any 3 shares reconstruct each secret.",
+        "prime": shamir.PRIME,
+        "threshold": 3,
+        "xs": xs,
+        "secrets": [s.hex() for s in secrets],
+        "shares": [[holder[j].hex() for j in range(len(secrets))] for holder in shares],
+    }
+
+
+def bitpack() -> dict:
+    vectors = []
+    for bits, values in ((1, [1, 0, 1, 1, 0]), (5, [31, 0, 17, 3]), (13, [8191, 1, 4096]), (32, [1, 2**32 - 1]), (62, [2**62 - 1, 5])):
+        arr = np.array(values, dtype=np.uint32 if bits <= 32 else np.uint64)
+        vectors.append({"bits": bits, "values": values, "packed": codec.pack_bits(arr, bits).hex()})
+    return {
+        "source": "secagg reference implementation: coordinates little-endian, b bits each, LSB first, zero padded",
+        "vectors": vectors,
+    }
+
+
+def codec_vectors() -> dict:
+    rng = DeterministicRandom("codec vectors")
+    config = RoundConfig(
+        session_id=SESSION, round=3, num_clients=5, dim=4, bits=13, degree=4, threshold=3,
+        graph_seed=bytes(range(32)), value_range=1.0, levels=1638,
+    )
+    head = dict(session_id=SESSION, round=3)
+    msgs = [
+        AdvertiseKeysRequest(**head, sender=0, recipient=2, config=config),
+        AdvertiseKeys(**head, sender=2, encryption_key=rng(32), mask_key=rng(32)),
+        ShareKeysRequest(**head, sender=0, recipient=2, neighbour_keys=(
+            NeighbourKeys(client=1, encryption_key=rng(32), mask_key=rng(32)),)),
+        ShareKeys(**head, sender=2, encrypted_shares=(EncryptedShares(peer=1, ciphertext=rng(88)),)),
+        MaskedInputRequest(**head, sender=0, recipient=2, encrypted_shares=(
+            EncryptedShares(peer=1, ciphertext=rng(88)),)),
+        MaskedInput(**head, sender=2, bits=13, masked=np.array([0, 1, 4096, 8191], dtype=np.uint32)),
+        UnmaskRequest(**head, sender=0, recipient=2, survivors=(1, 3), dropped=(4,)),
+        UnmaskResponse(**head, sender=2,
+                       self_mask_shares=(RevealedShare(peer=1, share=rng(36)), RevealedShare(peer=3, share=rng(36))),
+                       key_shares=(RevealedShare(peer=4, share=rng(36)),)),
+        Abort(**head, sender=0, recipient=2, reason="example"),
+    ]
+    return {
+        "source": "secagg reference implementation: one frame of each message type (SPEC.md, Wire format); "
+        "random fields from DeterministicRandom('codec vectors')",
+        "vectors": [{"type": m.name, "frame": codec.encode(m).hex()} for m in msgs],
+    }
+
+
+def transcript_inputs() -> dict[int, list[float]]:
+    return {c: [round(0.1 * c - 0.05 * i, 6) for i in range(6)] for c in range(1, 6)}
+
+
+TRANSCRIPT_PARAMS = dict(
+    clients=5, dim=6, bits=16, full_graph=True, threshold=3, adversarial_rate=0.0,
+    schedule={4: Stage.MASKED_INPUT},
+)
+
+
+def run_transcript() -> tuple[list, object]:
+    inputs = transcript_inputs()
+    frames: list = []
+    report = simulate(
+        **TRANSCRIPT_PARAMS,
+        inputs=lambda c: np.array(inputs[c]),
+        insecure_deterministic=TRANSCRIPT_LABEL,
+        transcript=frames,
+    )
+    return frames, report
+
+
+def transcript() -> dict:
+    frames, report = run_transcript()
+    params = dict(TRANSCRIPT_PARAMS)
+    params["schedule"] = {str(c): s.value for c, s in params["schedule"].items()}
+    return {
+        "source": "secagg reference implementation, simulate() with all randomness from "
+        f"DeterministicRandom({TRANSCRIPT_LABEL!r}) forked per party in the order: config, server, "
+        "client 1..5. Client 4 drops after ShareKeys, so its mask key is reconstructed.",
+        "parameters": params,
+        "inputs": {str(c): v for c, v in transcript_inputs().items()},
+        "frames": [
+            {"direction": d, "sender": s, "recipient": r,
+             "type": codec.decode(f).name, "frame": f.hex()}
+            for d, s, r, f in frames
+        ],
+        "ring_sum": [int(v) for v in report.result.ring_sum],
+        "contributors": list(report.result.contributors),
+    }
+
+
+FILES = {
+    "mask_prg.json": mask_prg,
+    "key_schedule.json": key_schedule,
+    "shamir.json": shamir_vectors,
+    "bitpack.json": bitpack,
+    "codec.json": codec_vectors,
+    "transcript.json": transcript,
+}
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name, make in FILES.items():
+        text = json.dumps(make(), indent=2) + "\n"
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("stale vectors:", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,23 @@
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+VECTORS = Path(__file__).resolve().parent.parent / "protocol_spec" / "vectors"
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("default")
+
+
+def load_vectors(name: str) -> dict:
+    return json.loads((VECTORS / name).read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_field_once():
+    from secagg.crypto import shamir
+
+    shamir.warm_up()

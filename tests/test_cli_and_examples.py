@@ -1,0 +1,61 @@
+"""Layer 5: the command line, the simulator's JSON, and every example script."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, check=True):
+    return subprocess.run([sys.executable, "-m", "secagg", *args], capture_output=True, text=True,
+                          check=check, cwd=ROOT)
+
+
+def test_simulate_json_has_the_documented_fields():
+    out = run("simulate", "--clients", "30", "--dim", "2000", "--dropout", "0.1", "--seed", "1", "--json")
+    obj = json.loads(out.stdout)
+    for key in ("clients", "dim", "dropped", "survivors", "exact", "max_abs_error",
+                "client_seconds_median", "server_seconds", "bytes_sent_per_client"):
+        assert key in obj
+    assert obj["exact"] is True and obj["clients"] == 30 and obj["dropped"] == 3 and obj["survivors"] == 27
+    assert obj["max_abs_error"] <= obj["error_bound"]
+
+
+@pytest.mark.parametrize("stage", ["advertise", "share", "masked", "unmask", "mixed"])
+def test_simulate_every_drop_stage(stage):
+    out = run("simulate", "--clients", "20", "--dim", "100", "--dropout", "0.15", "--drop-stage", stage,
+              "--bits", "24", "--seed", "2", "--json")
+    assert json.loads(out.stdout)["exact"] is True
+
+
+def test_simulate_human_summary():
+    out = run("simulate", "--clients", "10", "--dim", "50", "--seed", "3")
+    assert "sum exact in the ring: yes" in out.stdout
+
+
+def test_simulate_refuses_a_ring_too_small_naming_the_bits():
+    out = run("simulate", "--clients", "1100", "--dim", "10", "--bits", "10", check=False)
+    assert out.returncode == 2 and "use bits >= 11" in out.stderr
+
+
+def test_simulate_abort_exit_code_and_reason():
+    # Half of a full graph's clients vanish during Unmask: too few shares remain.
+    out = run("simulate", "--clients", "6", "--dim", "10", "--full-graph", "--threshold", "4",
+              "--dropout", "0.5", "--drop-stage", "unmask", "--seed", "1", "--json", check=False)
+    obj = json.loads(out.stdout)
+    assert out.returncode == 3 and obj["aborted"] and obj["unrecoverable"] and obj["abort_reason"]
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(["secagg", "params", "--clients", "100", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout)["degree"] >= 2
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_example_runs(script):
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr

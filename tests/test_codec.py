@@ -1,0 +1,194 @@
+"""The wire codec: vectors, round trips, and the malformed-message suite."""
+
+import cbor2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from secagg import codec
+from secagg.codec import Limits, decode, encode, pack_bits, unpack_bits
+from secagg.errors import MalformedMessage
+from secagg.messages import (
+    AdvertiseKeys,
+    EncryptedShares,
+    MaskedInput,
+    RevealedShare,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+from conftest import load_vectors
+
+CODEC = load_vectors("codec.json")["vectors"]
+FRAMES = {v["type"]: bytes.fromhex(v["frame"]) for v in CODEC}
+HEAD = dict(session_id=bytes(range(16)), round=3)
+
+
+@pytest.mark.parametrize("vector", CODEC, ids=lambda v: v["type"])
+def test_vectors_decode_and_reencode_byte_for_byte(vector):
+    frame = bytes.fromhex(vector["frame"])
+    msg = decode(frame)
+    assert msg.name == vector["type"]
+    assert encode(msg) == frame
+
+
+def test_bitpack_vectors():
+    for v in load_vectors("bitpack.json")["vectors"]:
+        arr = np.array(v["values"], dtype=np.uint32 if v["bits"] <= 32 else np.uint64)
+        assert pack_bits(arr, v["bits"]).hex() == v["packed"]
+        assert unpack_bits(bytes.fromhex(v["packed"]), v["bits"], len(arr)).tolist() == v["values"]
+
+
+@given(bits=st.integers(1, 62), length=st.integers(0, 300), data=st.data())
+def test_bitpack_round_trip(bits, length, data):
+    values = data.draw(st.lists(st.integers(0, 2**bits - 1), min_size=length, max_size=length))
+    arr = np.array(values, dtype=np.uint32 if bits <= 32 else np.uint64)
+    packed = pack_bits(arr, bits)
+    assert len(packed) == -(-length * bits // 8)
+    assert unpack_bits(packed, bits, length).tolist() == values
+
+
+def test_bitpack_round_trip_across_chunk_boundaries():
+    gen = np.random.default_rng(1)
+    for bits in (3, 17, 45):
+        arr = gen.integers(0, 2**bits, 200_003, dtype=np.uint64).astype(np.uint32 if bits <= 32 else np.uint64)
+        assert np.array_equal(unpack_bits(pack_bits(arr, bits), bits, arr.size), arr)
+
+
+def test_masked_input_costs_packed_size_plus_small_header():
+    for bits, d in ((13, 1000), (32, 100_000), (20, 12345)):
+        v = np.zeros(d, dtype=np.uint32)
+        frame = encode(MaskedInput(**HEAD, sender=2, bits=bits, masked=v))
+        assert -(-d * bits // 8) < len(frame) <= -(-d * bits // 8) + 40
+
+
+@pytest.mark.parametrize("kind", sorted(FRAMES))
+def test_every_truncation_is_refused(kind):
+    frame = FRAMES[kind]
+    for cut in range(len(frame)):
+        with pytest.raises(MalformedMessage):
+            decode(frame[:cut])
+
+
+def test_trailing_bytes_are_refused():
+    with pytest.raises(MalformedMessage, match="trailing"):
+        decode(FRAMES["AdvertiseKeys"] + b"\x00")
+
+
+def test_oversized_frame_is_refused_before_parsing():
+    with pytest.raises(MalformedMessage, match="exceeds the limit"):
+        decode(FRAMES["MaskedInput"], Limits(max_frame_bytes=10))
+
+
+def test_vector_longer_than_the_limit_is_refused():
+    with pytest.raises(MalformedMessage, match="at most 3 coordinates"):
+        decode(FRAMES["MaskedInput"], Limits(max_dim=3))
+
+
+def test_list_longer_than_the_limit_is_refused():
+    with pytest.raises(MalformedMessage, match="at most 1"):
+        decode(FRAMES["UnmaskRequest"], Limits(max_list=1))
+
+
+def _reframe(kind, mutate):
+    frame = cbor2.loads(FRAMES[kind])
+    mutate(frame)
+    return cbor2.dumps(frame, canonical=True)
+
+
+@pytest.mark.parametrize(
+    "kind, mutate, message",
+    [
+        ("AdvertiseKeys", lambda f: f.__setitem__(0, 2), "version"),
+        ("AdvertiseKeys", lambda f: f.__setitem__(1, 99), "unknown message type"),
+        ("AdvertiseKeys", lambda f: f.__setitem__(1, 7), "unknown message type"),  # reserved
+        ("AdvertiseKeys", lambda f: f.__setitem__(2, b"short"), "session_id"),
+        ("AdvertiseKeys", lambda f: f.__setitem__(3, -1), "round"),
+        ("AdvertiseKeys", lambda f: f.__setitem__(4, 0), "direction"),
+        ("AdvertiseKeys", lambda f: f.__setitem__(5, b"x" * 31), "32 bytes"),
+        ("AdvertiseKeys", lambda f: f.append(b"extra"), "2 fields"),
+        ("AdvertiseKeys", lambda f: f.__setitem__(5, "text"), "byte string"),
+        ("ShareKeys", lambda f: f[5][0].__setitem__(1, b"x" * 87), "88 bytes"),
+        ("ShareKeys", lambda f: f[5].append(list(f[5][0])), "ascending"),
+        ("UnmaskRequest", lambda f: f.__setitem__(6, [3, 1]), "ascending"),
+        ("UnmaskRequest", lambda f: f.__setitem__(6, [0]), "invalid client id"),
+        ("UnmaskRequest", lambda f: f.__setitem__(5, 0), "recipient"),
+        ("UnmaskResponse", lambda f: f[6].insert(0, [1, f[6][0][1]]), "both secrets"),
+        ("MaskedInput", lambda f: f[5].__setitem__(0, 63), "bit width"),
+        ("MaskedInput", lambda f: f[5].__setitem__(1, 5), "needs"),
+        ("MaskedInput", lambda f: f[5].__setitem__(2, f[5][2][:-1] + b"\xff"), "padding"),
+        ("AdvertiseKeysRequest", lambda f: f[6].__setitem__(2, 70), "unusable"),
+        ("AdvertiseKeysRequest", lambda f: f[6].__setitem__(4, 1), "unusable"),
+        ("AdvertiseKeysRequest", lambda f: f[6].__setitem__(7, 2**40), "unusable"),
+        ("AdvertiseKeysRequest", lambda f: f[6].__setitem__(6, 1), "float"),
+        ("Abort", lambda f: f.__setitem__(6, b"bytes"), "text"),
+    ],
+)
+def test_wrong_fields_are_refused(kind, mutate, message):
+    with pytest.raises(MalformedMessage, match=message):
+        decode(_reframe(kind, mutate))
+
+
+def test_non_canonical_encodings_are_refused():
+    frame = cbor2.loads(FRAMES["AdvertiseKeys"])
+    # The same array with the round number padded to a 64-bit integer.
+    body = b"".join(cbor2.dumps(x, canonical=True) for x in frame[:3])
+    padded = body + b"\x1b" + frame[3].to_bytes(8, "big") + b"".join(cbor2.dumps(x) for x in frame[4:])
+    data = bytes([0x80 + len(frame)]) + padded
+    with pytest.raises(MalformedMessage, match="canonical"):
+        decode(data)
+
+
+def test_tags_and_maps_are_refused():
+    with pytest.raises(MalformedMessage):
+        decode(cbor2.dumps(cbor2.CBORTag(1, 0)))
+    with pytest.raises(MalformedMessage):
+        decode(cbor2.dumps({"type": 2}))
+    with pytest.raises(MalformedMessage):
+        decode(cbor2.dumps([1, 2, cbor2.CBORTag(2, b"\x01" * 16), 0, 1, b"x" * 32, b"y" * 32]))
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash_the_decoder(data):
+    try:
+        decode(data)
+    except MalformedMessage:
+        pass
+
+
+def test_not_bytes_is_refused():
+    with pytest.raises(MalformedMessage):
+        decode("a string")
+
+
+def test_messages_validate_on_construction():
+    with pytest.raises(MalformedMessage, match="strictly ascending"):
+        ShareKeys(**HEAD, sender=1, encrypted_shares=(
+            EncryptedShares(peer=3, ciphertext=bytes(88)), EncryptedShares(peer=2, ciphertext=bytes(88))))
+    with pytest.raises(MalformedMessage, match="outside Z_2"):
+        MaskedInput(**HEAD, sender=1, bits=4, masked=np.array([16], dtype=np.uint32))
+    with pytest.raises(MalformedMessage, match="uint32"):
+        MaskedInput(**HEAD, sender=1, bits=4, masked=np.array([1], dtype=np.int64))
+    with pytest.raises(MalformedMessage, match="both secrets"):
+        UnmaskResponse(**HEAD, sender=1, self_mask_shares=(RevealedShare(peer=2, share=bytes(36)),),
+                       key_shares=(RevealedShare(peer=2, share=bytes(36)),))
+    with pytest.raises(MalformedMessage, match="direction"):
+        AdvertiseKeys(**HEAD, sender=0, encryption_key=bytes(32), mask_key=bytes(32))
+    with pytest.raises(MalformedMessage, match="recipient"):
+        UnmaskRequest(**HEAD, sender=0, recipient=0, survivors=(), dropped=())
+
+
+def test_masked_vector_is_read_only():
+    v = np.arange(4, dtype=np.uint32)
+    msg = MaskedInput(**HEAD, sender=1, bits=32, masked=v)
+    v[0] = 99
+    assert msg.masked[0] == 0
+    with pytest.raises(ValueError):
+        msg.masked[0] = 5
+
+
+def test_peek_type():
+    assert codec.peek_type(FRAMES["ShareKeys"]) is ShareKeys
+    assert codec.peek_type(b"\x00") is None

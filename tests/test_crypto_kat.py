@@ -1,0 +1,141 @@
+"""Layer 1: known-answer tests for every primitive, from protocol_spec/vectors/."""
+
+import numpy as np
+import pytest
+
+from secagg.crypto import aead, kdf, kex, prg
+from secagg.crypto.randomness import DeterministicRandom
+from secagg.errors import CryptoError
+from secagg.protocol import keys
+
+from conftest import load_vectors
+
+
+def test_x25519_rfc7748():
+    for v in load_vectors("x25519.json")["vectors"]:
+        a, b = bytes.fromhex(v["alice_private"]), bytes.fromhex(v["bob_private"])
+        assert kex.public_key(a).hex() == v["alice_public"]
+        assert kex.public_key(b).hex() == v["bob_public"]
+        assert kex.agree(a, bytes.fromhex(v["bob_public"])).hex() == v["shared"]
+        assert kex.agree(b, bytes.fromhex(v["alice_public"])).hex() == v["shared"]
+
+
+def test_x25519_refuses_low_order_point():
+    with pytest.raises(CryptoError) as info:
+        kex.agree(bytes(range(32)), bytes(32))
+    assert str(info.value) == "key agreement failed"
+
+
+def test_hkdf_rfc5869():
+    for v in load_vectors("hkdf_sha256.json")["vectors"]:
+        okm = kdf.hkdf_sha256(
+            bytes.fromhex(v["ikm"]), salt=bytes.fromhex(v["salt"]) or None,
+            info=bytes.fromhex(v["info"]), length=v["length"],
+        )
+        assert okm.hex() == v["okm"], v["name"]
+
+
+def test_aes_ctr_nist_sp800_38a():
+    v = load_vectors("aes_ctr.json")["vectors"][0]
+    keystream = bytes(a ^ b for a, b in zip(bytes.fromhex(v["plaintext"]), bytes.fromhex(v["ciphertext"])))
+    out = np.empty(len(keystream) // 4, dtype=np.uint32)
+    prg.keystream_into(bytes.fromhex(v["key"]), bytes.fromhex(v["initial_counter"]), out)
+    assert out.tobytes() == keystream
+
+
+def test_aes_gcm_test_case_16():
+    v = load_vectors("aes_gcm.json")["vectors"][0]
+    key, nonce = bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"])
+    ad, pt = bytes.fromhex(v["associated_data"]), bytes.fromhex(v["plaintext"])
+    sealed = aead.seal(key, pt, ad, nonce)
+    assert sealed.hex() == v["ciphertext"] + v["tag"]
+    assert aead.open_(key, sealed, ad, nonce) == pt
+
+
+@pytest.mark.parametrize("flip", ["ciphertext", "tag", "ad", "key"])
+def test_aead_failure_says_nothing_about_which_check(flip):
+    key, ad = bytes(32), b"context"
+    sealed = bytearray(aead.seal(key, b"secret shares", ad))
+    if flip == "ciphertext":
+        sealed[0] ^= 1
+    elif flip == "tag":
+        sealed[-1] ^= 1
+    elif flip == "ad":
+        ad = b"contexT"
+    else:
+        key = b"\x01" + key[1:]
+    with pytest.raises(CryptoError) as info:
+        aead.open_(key, bytes(sealed), ad)
+    assert str(info.value) == "decryption failed"
+
+
+def test_mask_prg_vectors():
+    for v in load_vectors("mask_prg.json")["vectors"]:
+        words = prg.expand(bytes.fromhex(v["seed"]), len(v["words"]), np.dtype(v["dtype"]).type)
+        assert [int(w) for w in words] == v["words"]
+
+
+def test_mask_prg_is_the_aes_ctr_keystream_with_zero_counter():
+    seed = DeterministicRandom("prg")(32)
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    ref = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(4000))
+    assert prg.expand(seed, 1000).tobytes() == ref
+    assert prg.expand(seed, 500, np.uint64).tobytes() == ref
+
+
+def test_mask_prg_refuses_bad_seed_and_buffer():
+    with pytest.raises(ValueError):
+        prg.expand(bytes(31), 4)
+    with pytest.raises(ValueError):
+        prg.expand_into(bytes(32), np.empty(4, dtype=np.int32))
+    with pytest.raises(ValueError):
+        prg.expand_into(bytes(32), np.empty(8, dtype=np.uint32)[::2])
+
+
+def test_key_schedule_vectors():
+    v = load_vectors("key_schedule.json")
+    ctx = dict(session_id=bytes.fromhex(v["session_id"]), round=v["round"])
+    a, b = bytes.fromhex(v["a_private"]), bytes.fromhex(v["b_private"])
+    assert kex.public_key(a).hex() == v["a_public"]
+    info = kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **ctx, client_a=3, client_b=9)
+    assert info.hex() == v["pairwise_info"]
+    seed_ab = keys.pairwise_mask_seed(a, bytes.fromhex(v["b_public"]), **ctx, a=3, b=9)
+    seed_ba = keys.pairwise_mask_seed(b, bytes.fromhex(v["a_public"]), **ctx, a=9, b=3)
+    assert seed_ab.hex() == seed_ba.hex() == v["pairwise_mask_seed"]
+    sealed = keys.seal_shares(bytes(range(72)), encryption_private_key=a,
+                              recipient_key=bytes.fromhex(v["b_public"]), **ctx, sender=3, recipient=9)
+    assert sealed.hex() == v["sealed_3_to_9"]
+    opened = keys.open_shares(sealed, encryption_private_key=b, sender_key=bytes.fromhex(v["a_public"]),
+                              **ctx, sender=3, recipient=9)
+    assert opened == bytes(range(72))
+
+
+def test_share_ciphertext_is_bound_to_direction_round_and_session():
+    rng = DeterministicRandom("binding")
+    a, b = rng(32), rng(32)
+    ctx = dict(session_id=bytes(16), round=1)
+    sealed = keys.seal_shares(b"x" * 72, encryption_private_key=a, recipient_key=kex.public_key(b),
+                              **ctx, sender=1, recipient=2)
+    for changed in (dict(sender=2, recipient=1), dict(round=2), dict(session_id=b"\x01" * 16)):
+        args = {**ctx, "sender": 1, "recipient": 2, **changed}
+        with pytest.raises(CryptoError):
+            keys.open_shares(sealed, encryption_private_key=b, sender_key=kex.public_key(a), **args)
+
+
+def test_context_info_is_injective_across_fields():
+    base = dict(session_id=bytes(16), round=1, client_a=2, client_b=3)
+    infos = {
+        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **base),
+        kdf.context_info(kdf.PURPOSE_SHARE_ENCRYPTION, **base),
+        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "round": 2}),
+        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "client_a": 3, "client_b": 2}),
+        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "session_id": b"\x01" + bytes(15)}),
+    }
+    assert len(infos) == 5
+
+
+def test_deterministic_random_is_reproducible_and_forks_independently():
+    a, b = DeterministicRandom("x"), DeterministicRandom("x")
+    assert a(40) == b(40)
+    assert a.fork("p")(16) != a.fork("q")(16)

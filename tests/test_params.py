@@ -1,0 +1,78 @@
+"""The (k, t) parameter finder against the reference table, and every refusal."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from secagg.errors import ConfigurationError
+from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
+
+from conftest import load_vectors
+
+TABLE = load_vectors("params.json")
+
+
+@pytest.mark.parametrize("row", TABLE["rows"], ids=lambda r: f"{r['adversarial_rate']}-{r['dropout_rate']}-{r['adversary']}")
+def test_reference_table(row):
+    for n, (degree, threshold) in zip(TABLE["clients"], row["expected"]):
+        p = find_parameters(n, row["adversarial_rate"], row["dropout_rate"], row["adversary"])
+        assert p.degree == degree, f"n={n}"
+        assert 2 <= p.threshold <= threshold, f"n={n}"
+        assert p.threshold <= p.degree
+
+
+@pytest.mark.parametrize("case", TABLE["infeasible"], ids=lambda c: str(c))
+def test_infeasible_inputs_are_refused_with_a_reason(case):
+    with pytest.raises(ConfigurationError) as info:
+        find_parameters(case["clients"], case["adversarial_rate"], case["dropout_rate"], case["adversary"])
+    text = str(info.value)
+    assert any(word in text for word in ("exceeds 0.9", "at least 1", "[0, 1)"))
+
+
+def test_semi_malicious_says_which_inequality_failed():
+    with pytest.raises(ConfigurationError, match=r"2 x dropout rate"):
+        find_parameters(1000, 0.33, 0.33, AdversaryClass.SEMI_MALICIOUS)
+
+
+def test_no_degree_below_full_graph_is_refused_clearly():
+    with pytest.raises(ConfigurationError, match="full graph"):
+        find_parameters(3, 0.0, 0.3)
+
+
+def test_semi_malicious_threshold_exceeds_half_the_degree():
+    for n in (100, 1000):
+        p = find_parameters(n, 0.05, 0.05, "semi-malicious")
+        assert 2 * p.threshold > p.degree
+
+
+def test_full_graph_threshold_validation():
+    p = full_graph_parameters(10, 7, adversarial_rate=0.2)
+    assert (p.degree, p.threshold, p.full_graph) == (9, 7, True)
+    with pytest.raises(ConfigurationError, match=r"t >= 3"):
+        full_graph_parameters(10, 2, adversarial_rate=0.2)
+    with pytest.raises(ConfigurationError, match=r"\[2, 9\]"):
+        full_graph_parameters(10, 10)
+    with pytest.raises(ConfigurationError, match="semi-malicious"):
+        full_graph_parameters(10, 6, adversarial_rate=0.2, adversary="semi-malicious")
+    assert full_graph_parameters(10, 7, adversarial_rate=0.2, adversary="semi-malicious").threshold == 7
+
+
+def test_cli_params_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "secagg", "params", "--clients", "1000", "--adversarial-rate", "0.05",
+         "--dropout-rate", "0.05", "--semi-malicious", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    obj = json.loads(out.stdout)
+    assert (obj["degree"], obj["threshold"]) == (52, 37)
+
+
+def test_cli_params_refusal_exit_code():
+    out = subprocess.run(
+        [sys.executable, "-m", "secagg", "params", "--clients", "1000", "--adversarial-rate", "0.5",
+         "--dropout-rate", "0.5"], capture_output=True, text=True,
+    )
+    assert out.returncode == 2
+    assert "exceeds 0.9" in out.stderr
