@@ -39,9 +39,16 @@ class Graph:
     graph_seed: bytes
     order: np.ndarray = field(repr=False, compare=False)
     position: np.ndarray = field(repr=False, compare=False)
+    _cache: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def neighbours(self, client: int) -> tuple[int, ...]:
         """The clients ``client`` shares keys with, ascending by id."""
+        cached = self._cache.get(client)
+        if cached is None:
+            cached = self._cache[client] = self._compute_neighbours(client)
+        return cached
+
+    def _compute_neighbours(self, client: int) -> tuple[int, ...]:
         n = self.num_clients
         if self.degree >= n - 1:
             return tuple(c for c in range(1, n + 1) if c != client)

@@ -51,7 +51,8 @@ def test_simulate_abort_exit_code_and_reason():
 
 
 def test_console_script_is_installed():
-    out = subprocess.run(["secagg", "params", "--clients", "100", "--json"], capture_output=True, text=True)
+    script = Path(sys.executable).parent / "secagg"  # installed beside this interpreter
+    out = subprocess.run([str(script), "params", "--clients", "100", "--json"], capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout)["degree"] >= 2
 
 

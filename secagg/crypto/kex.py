@@ -26,10 +26,16 @@ def public_key(private_key: bytes) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def agree(private_key: bytes, peer_public_key: bytes) -> bytes:
+def load_private(private_key: bytes) -> X25519PrivateKey:
+    """Parse a raw private key once; agreeing with many peers then skips the parse."""
+    return X25519PrivateKey.from_private_bytes(private_key)
+
+
+def agree(private_key: bytes | X25519PrivateKey, peer_public_key: bytes) -> bytes:
     """The raw X25519 shared secret. Raises ``CryptoError`` for an unusable peer key."""
     try:
-        key = X25519PrivateKey.from_private_bytes(private_key)
-        return key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
+        if isinstance(private_key, bytes):
+            private_key = load_private(private_key)
+        return private_key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
     except ValueError:
         raise CryptoError("key agreement failed") from None

@@ -73,7 +73,8 @@ class Client:
         self._min_threshold = min_threshold
         self._raw_input = input_vector
         self.quantized_input: np.ndarray | None = None
-        self._c_private = self._s_private = b""
+        self._s_private = b""  # raw, because it is Shamir-shared
+        self._c_key = self._s_key = None
         self._neighbour_keys: dict[int, tuple[bytes, bytes]] = {}
         self._held_shares: dict[int, tuple[bytes, bytes]] = {}
         self._revealed: dict[int, str] = {}
@@ -196,8 +197,9 @@ class Client:
         self.config = config
         if self._raw_input is not None:
             self._quantize()  # bad input is refused here, before anything is sent
-        self._c_private, c_public = kex.generate_keypair(self._rng)
+        c_private, c_public = kex.generate_keypair(self._rng)
         self._s_private, s_public = kex.generate_keypair(self._rng)
+        self._c_key, self._s_key = kex.load_private(c_private), kex.load_private(self._s_private)
         return [AdvertiseKeys(**self._header(), encryption_key=c_public, mask_key=s_public)]
 
     def _on_share_keys(self, msg: ShareKeysRequest) -> list[Message]:
@@ -221,7 +223,7 @@ class Client:
                 peer=v,
                 ciphertext=keys.seal_shares(
                     holder[0] + holder[1],
-                    encryption_private_key=self._c_private,
+                    encryption_private_key=self._c_key,
                     recipient_key=self._neighbour_keys[v][0],
                     session_id=config.session_id, round=config.round, sender=self.id, recipient=v,
                 ),
@@ -247,7 +249,7 @@ class Client:
         for e in msg.encrypted_shares:
             plaintext = keys.open_shares(
                 e.ciphertext,
-                encryption_private_key=self._c_private,
+                encryption_private_key=self._c_key,
                 sender_key=self._neighbour_keys[e.peer][0],
                 session_id=config.session_id, round=config.round, sender=e.peer, recipient=self.id,
             )
@@ -258,7 +260,7 @@ class Client:
         np.add(masked, prg.expand_into(self._self_mask_seed, buffer), out=masked)
         for peer in senders:
             seed = keys.pairwise_mask_seed(
-                self._s_private, self._neighbour_keys[peer][1],
+                self._s_key, self._neighbour_keys[peer][1],
                 session_id=config.session_id, round=config.round, a=self.id, b=peer,
             )
             prg.expand_into(seed, buffer)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from secagg.crypto import aead, kex
 from secagg.crypto.kdf import (
     PURPOSE_PAIRWISE_MASK,
@@ -21,7 +23,7 @@ from secagg.crypto.kdf import (
 
 
 def pairwise_mask_seed(
-    mask_private_key: bytes, peer_mask_key: bytes, *, session_id: bytes, round: int, a: int, b: int
+    mask_private_key: bytes | X25519PrivateKey, peer_mask_key: bytes, *, session_id: bytes, round: int, a: int, b: int
 ) -> bytes:
     shared = kex.agree(mask_private_key, peer_mask_key)
     lo, hi = min(a, b), max(a, b)
@@ -31,7 +33,7 @@ def pairwise_mask_seed(
 
 
 def _share_key_and_ad(
-    private_key: bytes, peer_key: bytes, *, session_id: bytes, round: int, sender: int, recipient: int
+    private_key: bytes | X25519PrivateKey, peer_key: bytes, *, session_id: bytes, round: int, sender: int, recipient: int
 ) -> tuple[bytes, bytes]:
     shared = kex.agree(private_key, peer_key)
     ctx = dict(session_id=session_id, round=round, client_a=sender, client_b=recipient)
@@ -40,7 +42,7 @@ def _share_key_and_ad(
 
 
 def seal_shares(
-    plaintext: bytes, *, encryption_private_key: bytes, recipient_key: bytes,
+    plaintext: bytes, *, encryption_private_key: bytes | X25519PrivateKey, recipient_key: bytes,
     session_id: bytes, round: int, sender: int, recipient: int,
 ) -> bytes:
     key, ad = _share_key_and_ad(
@@ -51,7 +53,7 @@ def seal_shares(
 
 
 def open_shares(
-    ciphertext: bytes, *, encryption_private_key: bytes, sender_key: bytes,
+    ciphertext: bytes, *, encryption_private_key: bytes | X25519PrivateKey, sender_key: bytes,
     session_id: bytes, round: int, sender: int, recipient: int,
 ) -> bytes:
     key, ad = _share_key_and_ad(

@@ -95,6 +95,7 @@ class Server:
             )
         self.phase = Phase.ADVERTISE_KEYS
         self.peers: dict[int, PeerState] = {c: PeerState.AWAIT_KEYS for c in config.clients}
+        self._awaiting: set[int] = set(config.clients)  # peers the current phase waits for
         self.limits = Limits.for_config(config)
         self._rng = rng
         self._graph = config.graph
@@ -177,6 +178,7 @@ class Server:
             self._fault(sender)
             raise type(exc)(str(exc), client=sender, round=msg.round, state=self.phase.value) from None
         self.peers[sender] = next_state
+        self._awaiting.discard(sender)
         return self._maybe_close()
 
     def close_phase(self) -> list[Message]:
@@ -199,7 +201,7 @@ class Server:
 
     def awaiting(self) -> list[int]:
         """Clients whose answer the current phase still waits for."""
-        return [c for c, s in self.peers.items() if s.value.startswith("Await")]
+        return sorted(self._awaiting)
 
     def revealed_share_counts(self) -> dict[int, tuple[int, int]]:
         """The server's whole view of secrets: per client, (self-mask shares, key shares) held."""
@@ -220,6 +222,7 @@ class Server:
     def _fault(self, client: int) -> None:
         if client in self.peers and self.peers[client] not in (PeerState.DROPPED, PeerState.EXCLUDED):
             self.peers[client] = PeerState.ERROR
+            self._awaiting.discard(client)
             self._faulty.add(client)
             # A faulty client's answer in this phase no longer counts; one already in the sum stays.
             self._requests.pop(client, None)
@@ -262,7 +265,7 @@ class Server:
         return [Abort(**self._header(), recipient=c, reason=self._aborted.reason) for c in notify]
 
     def _maybe_close(self) -> list[Message]:
-        if self.finished or self.awaiting():
+        if self.finished or self._awaiting:
             return []
         return self._close()
 
@@ -319,9 +322,9 @@ class Server:
     def _close(self) -> list[Message]:
         answered, awaited_next, next_phase = PHASE_CLOSE[self.phase]
         members = {c for c, s in self.peers.items() if s is answered}
-        for c, s in self.peers.items():
-            if s.value.startswith("Await"):
-                self.peers[c] = PeerState.DROPPED
+        for c in self._awaiting:
+            self.peers[c] = PeerState.DROPPED
+        self._awaiting = set()
         if self.phase is Phase.UNMASK:
             return self._finish()
         if self.phase is Phase.MASKED_INPUT:
@@ -346,6 +349,7 @@ class Server:
         for c in members:
             if self.peers[c] is answered:
                 self.peers[c] = awaited_next
+                self._awaiting.add(c)
         if closing is Phase.ADVERTISE_KEYS:
             self._u1 = frozenset(members)
             return out + self._share_keys_requests()
