@@ -23,7 +23,7 @@ from enum import Enum
 
 import numpy as np
 
-from secagg.codec import DEFAULT_LIMITS, decode, encode
+from secagg.codec import encode, peek_type
 from secagg.config import RoundConfig
 from secagg.crypto import shamir
 from secagg.crypto.randomness import DeterministicRandom, RandomSource, system_random
@@ -231,15 +231,14 @@ def simulate(
             if silent(recipient, phase) or client.finished:
                 continue
             t0 = time.perf_counter()
-            msg = decode(frame, DEFAULT_LIMITS if client.config is None else server.limits)
             x = None
-            if isinstance(msg, MaskedInputRequest):
+            if peek_type(frame) is MaskedInputRequest:
                 t_make = time.perf_counter()
                 x = np.asarray(make(recipient))  # the client's training, not protocol cost
                 t0 += time.perf_counter() - t_make
                 client.provide_input(x)
                 q = client.quantized_input
-            replies = [encode(m) for m in client.receive(msg)]
+            replies = [encode(m) for m in client.receive_data(frame)]
             elapsed = time.perf_counter() - t0
             client_time[recipient] += elapsed
             phase_clients += elapsed
@@ -268,7 +267,7 @@ def simulate(
             for recipient, frame in outbox:
                 received[recipient] += len(frame)
                 if parties[recipient].state.value not in ("Aborted", "Error") and not silent(recipient, phase):
-                    parties[recipient].receive(decode(frame, server.limits))
+                    parties[recipient].receive_data(frame)
     if bar is not None:
         bar.close()
 

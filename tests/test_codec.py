@@ -192,3 +192,31 @@ def test_masked_vector_is_read_only():
 def test_peek_type():
     assert codec.peek_type(FRAMES["ShareKeys"]) is ShareKeys
     assert codec.peek_type(b"\x00") is None
+
+
+def test_client_refuses_a_malformed_frame_and_stops():
+    from secagg.protocol.client import Client
+    from secagg.protocol.states import ClientState
+
+    client = Client(2)
+    with pytest.raises(MalformedMessage, match="client 2 received a malformed frame"):
+        client.receive_data(FRAMES["AdvertiseKeysRequest"][:-3])
+    assert client.state is ClientState.ERROR
+
+
+def test_server_faults_a_client_that_sends_garbage():
+    from secagg.config import RoundConfig
+    from secagg.protocol.server import Server
+    from secagg.protocol.states import PeerState
+
+    server = Server(RoundConfig.create(10, 4, dropout_rate=0.1))
+    server.start()
+    with pytest.raises(MalformedMessage, match="client 4 sent a malformed frame in round AdvertiseKeys"):
+        server.receive_data(4, b"\x85\x01")
+    assert server.peers[4] is PeerState.ERROR
+    frame = encode(AdvertiseKeys(session_id=server.config.session_id, round=0, sender=5,
+                                 encryption_key=bytes(32), mask_key=bytes(32)))
+    from secagg.errors import UnexpectedMessage
+
+    with pytest.raises(UnexpectedMessage, match="client 6 sent a message claiming to be from client 5"):
+        server.receive_data(6, frame)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from secagg.codec import DEFAULT_LIMITS, Limits, decode
 from secagg.config import RoundConfig
 from secagg.crypto import kex, prg, shamir
 from secagg.crypto.randomness import RandomSource, system_random
@@ -30,6 +31,7 @@ from secagg.errors import (
     InconsistentRequest,
     InvalidInput,
     LocalProtocolError,
+    MalformedMessage,
     RemoteProtocolError,
     SecAggError,
     UnexpectedMessage,
@@ -92,6 +94,20 @@ class Client:
         self._raw_input = input_vector
         if self.config is not None:
             self._quantize()
+
+    def receive_data(self, data: bytes) -> list[Message]:
+        """Decode a frame from the server (under the round's size limits), then :meth:`receive` it."""
+        limits = DEFAULT_LIMITS if self.config is None else Limits.for_config(self.config)
+        try:
+            msg = decode(data, limits)
+        except MalformedMessage as exc:
+            where = self.state.value
+            self.state = ClientState.ERROR
+            raise MalformedMessage(
+                f"client {self.id} received a malformed frame in state {where}: {exc}",
+                client=self.id, round=self._round(), state=where,
+            ) from None
+        return self.receive(msg)
 
     def receive(self, msg: Message) -> list[Message]:
         """Process one server message; return the messages to send (zero or one)."""
