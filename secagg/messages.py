@@ -47,21 +47,32 @@ def _party(cid: int) -> str:
 
 
 def _is_uint(value: object, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
+    return type(value) is int and 0 <= value <= high
 
 
 def _check_ascending(msg: Message, name: str, ids: tuple[int, ...]) -> None:
+    # Fast path: plain ints, strictly ascending, within (0, MAX_CLIENT_ID].
+    if all(type(c) is int for c in ids) and all(a < b for a, b in zip(ids, ids[1:])):
+        if not ids or (ids[0] > SERVER_ID and ids[-1] <= MAX_CLIENT_ID):
+            return
     for cid in ids:
         if not _is_uint(cid, MAX_CLIENT_ID) or cid == SERVER_ID:
             raise _fail(msg, f"{name} holds an invalid client id {cid!r}")
-    if any(a >= b for a, b in zip(ids, ids[1:])):
-        raise _fail(msg, f"{name} must list client ids strictly ascending (no repeats)")
+    raise _fail(msg, f"{name} must list client ids strictly ascending (no repeats)")
 
 
 def _check_bytes(msg: Message, name: str, value: object, length: int) -> None:
     if not isinstance(value, bytes) or len(value) != length:
         got = len(value) if isinstance(value, bytes) else type(value).__name__
         raise _fail(msg, f"{name} must be {length} bytes, got {got}")
+
+
+def _check_all_bytes(msg: Message, what: str, items, attr: str, length: int) -> None:
+    """Every item's ``attr`` is ``length`` bytes; the error names the first peer that is not."""
+    for item in items:
+        value = getattr(item, attr)
+        if type(value) is not bytes or len(value) != length:
+            _check_bytes(msg, f"{what} of peer {item.peer}", value, length)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,8 +141,10 @@ class ShareKeysRequest(Message):
         Message.__post_init__(self)
         _check_ascending(self, "neighbour_keys", tuple(k.client for k in self.neighbour_keys))
         for k in self.neighbour_keys:
-            _check_bytes(self, f"encryption key of client {k.client}", k.encryption_key, KEY_BYTES)
-            _check_bytes(self, f"mask key of client {k.client}", k.mask_key, KEY_BYTES)
+            if not (type(k.encryption_key) is bytes and len(k.encryption_key) == KEY_BYTES
+                    and type(k.mask_key) is bytes and len(k.mask_key) == KEY_BYTES):
+                _check_bytes(self, f"encryption key of client {k.client}", k.encryption_key, KEY_BYTES)
+                _check_bytes(self, f"mask key of client {k.client}", k.mask_key, KEY_BYTES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,8 +160,7 @@ class EncryptedShares:
 
 def _check_ciphertexts(msg: Message, items: tuple[EncryptedShares, ...]) -> None:
     _check_ascending(msg, "encrypted_shares", tuple(e.peer for e in items))
-    for e in items:
-        _check_bytes(msg, f"ciphertext for peer {e.peer}", e.ciphertext, SHARE_CIPHERTEXT_BYTES)
+    _check_all_bytes(msg, "ciphertext", items, "ciphertext", SHARE_CIPHERTEXT_BYTES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,8 +274,7 @@ class UnmaskResponse(Message):
         Message.__post_init__(self)
         for name, items in (("self_mask_shares", self.self_mask_shares), ("key_shares", self.key_shares)):
             _check_ascending(self, name, tuple(s.peer for s in items))
-            for s in items:
-                _check_bytes(self, f"{name} share of peer {s.peer}", s.share, SHARE_BYTES)
+            _check_all_bytes(self, f"{name} share", items, "share", SHARE_BYTES)
         overlap = {s.peer for s in self.self_mask_shares} & {s.peer for s in self.key_shares}
         if overlap:
             raise _fail(self, f"reveals both secrets of peers {sorted(overlap)}")

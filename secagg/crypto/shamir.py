@@ -112,11 +112,13 @@ def split(
     return [[row.tobytes() for row in holder] for holder in shares]
 
 
-def _parse_share(share: bytes) -> np.ndarray:
-    if len(share) != SHARE_BYTES:
-        raise ShamirError(f"a share must be {SHARE_BYTES} bytes, got {len(share)}")
-    values = np.frombuffer(share, dtype="<u4")
-    if np.any(values >= PRIME):
+def _parse_shares(shares: Sequence[bytes]) -> np.ndarray:
+    """Shares -> (len, 9) uint32 field elements, refusing wrong lengths and non-field values."""
+    for share in shares:
+        if len(share) != SHARE_BYTES:
+            raise ShamirError(f"a share must be {SHARE_BYTES} bytes, got {len(share)}")
+    values = np.frombuffer(b"".join(shares), dtype="<u4").reshape(len(shares), CHUNKS)
+    if values.size and values.max() >= PRIME:
         raise ShamirError("a share holds a value outside the field")
     return values
 
@@ -129,20 +131,20 @@ def reconstruct_many(
         return []
     if threshold < 1:
         raise ShamirError(f"threshold must be at least 1, got {threshold}")
-    xs = np.empty((len(share_sets), threshold), dtype=np.int64)
-    ys = np.empty((len(share_sets), threshold, CHUNKS), dtype=np.uint32)
     for i, shares in enumerate(share_sets):
         if len(shares) < threshold:
-            raise ShamirError(
-                f"secret {i}: {len(shares)} shares received, threshold is {threshold}"
-            )
-        all_x = np.fromiter((x for x, _ in shares), dtype=np.int64, count=len(shares))
-        _check_xs(all_x)
-        for j, (x, share) in enumerate(shares[:threshold]):
-            xs[i, j] = x
-            ys[i, j] = _parse_share(share)
-        for _, share in shares[threshold:]:
-            _parse_share(share)
+            raise ShamirError(f"secret {i}: {len(shares)} shares received, threshold is {threshold}")
+    # Every share received is validated, though only the first t of each set are used.
+    all_x = np.fromiter((x for shares in share_sets for x, _ in shares), dtype=np.int64)
+    if all_x.min() < 1 or all_x.max() >= PRIME:
+        raise ShamirError(f"share x-coordinates must lie in [1, {PRIME - 1}]")
+    for shares in share_sets:
+        if len({x for x, _ in shares}) != len(shares):
+            raise ShamirError("share x-coordinates must be distinct")
+    _parse_shares([share for shares in share_sets for _, share in shares[threshold:]])
+    used = [pair for shares in share_sets for pair in shares[:threshold]]
+    xs = np.fromiter((x for x, _ in used), dtype=np.int64).reshape(len(share_sets), threshold)
+    ys = _parse_shares([share for _, share in used]).reshape(len(share_sets), threshold, CHUNKS)
     GF = field()
     X = GF(xs)
     # Lagrange basis at zero: lambda_i = prod_{j != i} x_j / (x_j - x_i).

@@ -447,9 +447,10 @@ class Server:
             np.subtract(total, prg.expand_into(seed, buffer), out=total)
         cfg = self.config
         for u, sk in zip(dropped, private_keys):
+            key = kex.load_private(sk)
             for v in self._live_neighbours(u, self._u3):
                 seed = keys.pairwise_mask_seed(
-                    sk, self._public_keys[v][1], session_id=cfg.session_id, round=cfg.round, a=u, b=v
+                    key, self._public_keys[v][1], session_id=cfg.session_id, round=cfg.round, a=u, b=v
                 )
                 prg.expand_into(seed, buffer)
                 # v added sign(v, u) * PRG(s_uv); take it back out.
