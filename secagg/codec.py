@@ -99,7 +99,8 @@ def unpack_bits(data: bytes, bits: int, length: int) -> np.ndarray:
         )
     dtype = ring_dtype(bits)
     if bits in (8, 16, 32, 64):
-        return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(dtype)
+        words = np.frombuffer(data, dtype=f"<u{bits // 8}")  # a read-only view: no copy
+        return words if words.dtype == np.dtype(dtype) else words.astype(dtype)
     raw = np.frombuffer(data, dtype=np.uint8)
     if (length * bits) % 8 and raw[-1] >> ((length * bits) % 8):
         raise MalformedMessage("ring vector has non-zero padding bits")
@@ -212,13 +213,22 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
     def ids(v, what):
         return tuple(_uint(x, what) for x in _list(v, limits, what))
 
+    def pairs(v, what, of_what):
+        items = _list(v, limits, what)
+        for p in items:  # fast path first; the helpers explain any failure
+            if not (type(p) is list and len(p) == 2 and type(p[0]) is int and type(p[1]) is bytes):
+                _pair(p, of_what)
+                _uint(p[0])
+                _bytes(p[1])
+        return items
+
     def ciphertexts(v):
-        items = [_pair(p, "[peer, ciphertext]") for p in _list(v, limits, "encrypted shares")]
-        return tuple(EncryptedShares(peer=_uint(p), ciphertext=_bytes(c)) for p, c in items)
+        items = pairs(v, "encrypted shares", "[peer, ciphertext]")
+        return tuple(EncryptedShares(peer=p, ciphertext=c) for p, c in items)
 
     def shares(v):
-        items = [_pair(p, "[peer, share]") for p in _list(v, limits, "shares")]
-        return tuple(RevealedShare(peer=_uint(p), share=_bytes(s)) for p, s in items)
+        items = pairs(v, "shares", "[peer, share]")
+        return tuple(RevealedShare(peer=p, share=s) for p, s in items)
 
     if cls is AdvertiseKeysRequest:
         arity(2)

@@ -77,6 +77,9 @@ class SimulationReport:
     phase_seconds: dict[str, dict[str, float]]
     bytes_sent_per_client: int
     bytes_received_per_client: int
+    masked_input_bytes: int  # one MaskedInput frame: ceil(d * b / 8) plus a small header
+    client_mask_expansions_median: int  # d-word masks a client expands (1 + its live neighbours)
+    server_mask_expansions: int  # d-word masks the server expands to unmask the sum
     result: RoundResult | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
@@ -191,6 +194,7 @@ def simulate(
     true_ring = np.zeros(dim, dtype=config.quantizer.dtype)
     true_sum = np.zeros(dim, dtype=np.float64)
     contributed: set[int] = set()
+    masked_input_bytes = [0]
 
     def record(direction: str, sender: int, recipient: int, frame: bytes) -> None:
         if transcript is not None:
@@ -243,6 +247,7 @@ def simulate(
             client_time[recipient] += elapsed
             phase_clients += elapsed
             if x is not None and replies:
+                masked_input_bytes[0] = len(replies[0])
                 np.add(true_ring, q, out=true_ring)
                 np.add(true_sum, x, out=true_sum)
                 contributed.add(recipient)
@@ -282,6 +287,9 @@ def simulate(
         server_seconds=server_time, phase_seconds=phase_seconds,
         bytes_sent_per_client=int(statistics.median(sent[c] for c in full_participants)),
         bytes_received_per_client=int(statistics.median(received[c] for c in full_participants)),
+        masked_input_bytes=masked_input_bytes[0],
+        client_mask_expansions_median=int(statistics.median(
+            parties[c].mask_expansions for c in config.clients if c in contributed) if contributed else 0),
     )
     try:
         result = server.result()
@@ -289,7 +297,7 @@ def simulate(
         if raise_on_abort:
             raise
         return SimulationReport(
-            **common, survivors=len(contributed),
+            **common, survivors=len(contributed), server_mask_expansions=0,
             aborted=True, abort_reason=exc.reason, unrecoverable=list(exc.unrecoverable),
             exact=None, max_abs_error=None, error_bound=None,
         )
@@ -298,7 +306,7 @@ def simulate(
     decoded = result.values
     q = config.quantizer
     return SimulationReport(
-        **common, survivors=len(result.contributors),
+        **common, survivors=len(result.contributors), server_mask_expansions=result.mask_expansions,
         aborted=False, abort_reason=None, unrecoverable=[],
         exact=bool(np.array_equal(result.ring_sum, true_ring & true_ring.dtype.type(ring_mask(bits)))),
         max_abs_error=float(np.max(np.abs(decoded - true_sum), initial=0.0)),

@@ -19,6 +19,8 @@ The client never does I/O, never reads a clock and draws randomness only from th
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from secagg.codec import DEFAULT_LIMITS, Limits, decode
@@ -51,6 +53,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
+from secagg.protocol.masking import apply_masks
 from secagg.protocol.states import CLIENT_TRANSITIONS, ClientState
 
 
@@ -80,6 +83,7 @@ class Client:
         self._neighbour_keys: dict[int, tuple[bytes, bytes]] = {}
         self._held_shares: dict[int, tuple[bytes, bytes]] = {}
         self._revealed: dict[int, str] = {}
+        self.mask_expansions = 0  # masks expanded for this round's input (for benchmarks)
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -271,21 +275,20 @@ class Client:
             )
             held[e.peer] = (plaintext[: shamir.SHARE_BYTES], plaintext[shamir.SHARE_BYTES :])
         self._held_shares = held
-        masked = self.quantized_input.copy()
-        buffer = np.empty_like(masked)
-        np.add(masked, prg.expand_into(self._self_mask_seed, buffer), out=masked)
-        for peer in senders:
-            seed = keys.pairwise_mask_seed(
-                self._s_key, self._neighbour_keys[peer][1],
-                session_id=config.session_id, round=config.round, a=self.id, b=peer,
+        pairwise = (
+            (
+                keys.pairwise_mask_seed(
+                    self._s_key, self._neighbour_keys[peer][1],
+                    session_id=config.session_id, round=config.round, a=self.id, b=peer,
+                ),
+                keys.mask_sign(self.id, peer),
             )
-            prg.expand_into(seed, buffer)
-            if keys.mask_sign(self.id, peer) > 0:
-                np.add(masked, buffer, out=masked)
-            else:
-                np.subtract(masked, buffer, out=masked)
-        if config.bits not in (32, 64):
-            np.bitwise_and(masked, masked.dtype.type((1 << config.bits) - 1), out=masked)
+            for peer in senders
+        )
+        masked = self.quantized_input.copy()
+        self.mask_expansions = apply_masks(
+            masked, itertools.chain([(self._self_mask_seed, +1)], pairwise), config.bits
+        )
         self.quantized_input = None  # the input leaves only masked; keep no copy around
         return [MaskedInput(**self._header(), bits=config.bits, masked=masked)]
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from secagg.codec import Limits, decode
 from secagg.config import RoundConfig
-from secagg.crypto import kex, prg, shamir
+from secagg.crypto import kex, shamir
 from secagg.crypto.randomness import RandomSource, system_random
 from secagg.errors import (
     ConfigurationError,
@@ -58,6 +58,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
+from secagg.protocol.masking import apply_masks
 from secagg.protocol.states import EXPECTED, PHASE_CLOSE, SERVER_TRANSITIONS, Phase, PeerState
 
 
@@ -70,6 +71,7 @@ class RoundResult:
     contributors: tuple[int, ...]
     dropped: tuple[int, ...]
     faulty: tuple[int, ...]
+    mask_expansions: int = 0  # PRG expansions the server did to unmask (for benchmarks)
 
     @property
     def values(self) -> np.ndarray:
@@ -101,7 +103,9 @@ class Server:
         self._graph = config.graph
         self._started = False
         self._public_keys: dict[int, tuple[bytes, bytes]] = {}
-        self._ciphertexts: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ciphertext
+        self._advertised: dict[int, NeighbourKeys] = {}  # built once, sent to every neighbour
+        # recipient -> sender -> the ciphertext, already in the form forwarded to the recipient
+        self._inboxes: dict[int, dict[int, EncryptedShares]] = {}
         self._accumulator = np.zeros(config.dim, dtype=config.quantizer.dtype)
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
@@ -275,6 +279,9 @@ class Server:
         match msg:
             case AdvertiseKeys():
                 self._public_keys[msg.sender] = (msg.encryption_key, msg.mask_key)
+                self._advertised[msg.sender] = NeighbourKeys(
+                    client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key
+                )
             case ShareKeys():
                 self._on_share_keys(msg)
             case MaskedInput():
@@ -291,7 +298,9 @@ class Server:
                 f"neighbours {expected}"
             )
         for e in msg.encrypted_shares:
-            self._ciphertexts.setdefault(e.peer, {})[msg.sender] = e.ciphertext
+            self._inboxes.setdefault(e.peer, {})[msg.sender] = EncryptedShares(
+                peer=msg.sender, ciphertext=e.ciphertext
+            )
 
     def _on_masked_input(self, msg: MaskedInput) -> None:
         if msg.bits != self.config.bits or msg.masked.size != self.config.dim:
@@ -362,11 +371,7 @@ class Server:
         return [
             ShareKeysRequest(
                 **self._header(), recipient=c,
-                neighbour_keys=tuple(
-                    NeighbourKeys(client=v, encryption_key=self._public_keys[v][0],
-                                  mask_key=self._public_keys[v][1])
-                    for v in self._live_neighbours(c, self._u1)
-                ),
+                neighbour_keys=tuple(self._advertised[v] for v in self._live_neighbours(c, self._u1)),
             )
             for c in sorted(self._u1)
         ]
@@ -374,17 +379,14 @@ class Server:
     def _masked_input_requests(self) -> list[Message]:
         out = []
         for c in sorted(self._u2):
-            inbox = self._ciphertexts.get(c, {})
+            inbox = self._inboxes.get(c, {})
             out.append(
                 MaskedInputRequest(
                     **self._header(), recipient=c,
-                    encrypted_shares=tuple(
-                        EncryptedShares(peer=u, ciphertext=inbox[u])
-                        for u in self._live_neighbours(c, self._u2)
-                    ),
+                    encrypted_shares=tuple(inbox[u] for u in self._live_neighbours(c, self._u2)),
                 )
             )
-        self._ciphertexts.clear()
+        self._inboxes.clear()
         return out
 
     def _needed_secrets(self) -> tuple[list[int], list[int]]:
@@ -441,25 +443,22 @@ class Server:
                 f"the reconstructed mask keys of clients {wrong} do not match the keys they advertised",
                 unrecoverable=wrong,
             )
-        total = self._accumulator
-        buffer = np.empty_like(total)
-        for seed in seeds:
-            np.subtract(total, prg.expand_into(seed, buffer), out=total)
         cfg = self.config
-        for u, sk in zip(dropped, private_keys):
-            key = kex.load_private(sk)
-            for v in self._live_neighbours(u, self._u3):
-                seed = keys.pairwise_mask_seed(
-                    key, self._public_keys[v][1], session_id=cfg.session_id, round=cfg.round, a=u, b=v
-                )
-                prg.expand_into(seed, buffer)
-                # v added sign(v, u) * PRG(s_uv); take it back out.
-                if keys.mask_sign(v, u) > 0:
-                    np.subtract(total, buffer, out=total)
-                else:
-                    np.add(total, buffer, out=total)
-        if cfg.bits not in (32, 64):
-            np.bitwise_and(total, total.dtype.type((1 << cfg.bits) - 1), out=total)
+
+        def masks():
+            for seed in seeds:
+                yield seed, -1
+            for u, sk in zip(dropped, private_keys):
+                key = kex.load_private(sk)
+                for v in self._live_neighbours(u, self._u3):
+                    seed = keys.pairwise_mask_seed(
+                        key, self._public_keys[v][1], session_id=cfg.session_id, round=cfg.round,
+                        a=u, b=v,
+                    )
+                    yield seed, -keys.mask_sign(v, u)  # v added sign(v, u) * PRG(s_uv)
+
+        total = self._accumulator
+        expansions = apply_masks(total, masks(), cfg.bits)
         self._accumulator = None
         self._result = RoundResult(
             config=cfg,
@@ -467,6 +466,7 @@ class Server:
             contributors=tuple(sorted(self._u3)),
             dropped=tuple(c for c in cfg.clients if c not in self._u3),
             faulty=tuple(sorted(self._faulty)),
+            mask_expansions=expansions,
         )
         self.phase = Phase.COMPLETED
         return []
