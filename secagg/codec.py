@@ -4,8 +4,9 @@ Theory of operation. A frame is one CBOR array:
 
     [version, type, session_id, round, sender, field...]
 
-with the fields of each message type in the order given by ``_SCHEMAS`` (SPEC.md, "Wire
-format"). Integers, byte strings, text, arrays and (in the config only) one float are used; no
+with the fields of each message type in the order ``_encode_fields`` gives (SPEC.md, sections
+6 and 7). Per-peer records travel as two columns, the ascending peer ids and one byte string of
+fixed-size records. Integers, byte strings, text, arrays and (in the config only) one float are used; no
 maps, no tags. Ring vectors travel as ``[bits, length, packed]`` where ``packed`` holds the
 coordinates little-endian, b bits each, LSB first, ceil(length * b / 8) bytes, with zero padding.
 
@@ -26,8 +27,11 @@ import numpy as np
 
 from secagg.config import MAX_CLIENTS, MAX_DIM, PROTOCOL_VERSION, RoundConfig
 from secagg.errors import ConfigurationError, MalformedMessage
+from secagg.crypto.kex import KEY_BYTES
+from secagg.crypto.shamir import SHARE_BYTES
 from secagg.messages import (
     MESSAGE_TYPES,
+    SHARE_CIPHERTEXT_BYTES,
     Abort,
     AdvertiseKeys,
     AdvertiseKeysRequest,
@@ -141,11 +145,6 @@ def _list(v, limits: Limits, what: str):
     return v
 
 
-def _pair(v, what):
-    _expect(isinstance(v, list) and len(v) == 2, what)
-    return v
-
-
 def _config_to_wire(c: RoundConfig) -> list:
     return [c.num_clients, c.dim, c.bits, c.degree, c.threshold, c.graph_seed, c.value_range, c.levels]
 
@@ -180,6 +179,11 @@ def _vector_from_wire(v, limits: Limits):
     return bits, unpack_bits(packed, bits, length)
 
 
+def _columns(items, attr: str) -> tuple[list[int], bytes]:
+    """Per-peer records as two columns: the peer ids, and the records concatenated."""
+    return [i.peer for i in items], b"".join(getattr(i, attr) for i in items)
+
+
 def _encode_fields(msg: Message) -> list:
     match msg:
         case AdvertiseKeysRequest():
@@ -187,20 +191,19 @@ def _encode_fields(msg: Message) -> list:
         case AdvertiseKeys():
             return [msg.encryption_key, msg.mask_key]
         case ShareKeysRequest():
-            return [msg.recipient, [[k.client, k.encryption_key, k.mask_key] for k in msg.neighbour_keys]]
+            keys = msg.neighbour_keys
+            return [msg.recipient, [k.client for k in keys],
+                    b"".join(k.encryption_key + k.mask_key for k in keys)]
         case ShareKeys():
-            return [[[e.peer, e.ciphertext] for e in msg.encrypted_shares]]
+            return [*_columns(msg.encrypted_shares, "ciphertext")]
         case MaskedInputRequest():
-            return [msg.recipient, [[e.peer, e.ciphertext] for e in msg.encrypted_shares]]
+            return [msg.recipient, *_columns(msg.encrypted_shares, "ciphertext")]
         case MaskedInput():
             return [_vector_to_wire(msg.bits, msg.masked)]
         case UnmaskRequest():
             return [msg.recipient, list(msg.survivors), list(msg.dropped)]
         case UnmaskResponse():
-            return [
-                [[s.peer, s.share] for s in msg.self_mask_shares],
-                [[s.peer, s.share] for s in msg.key_shares],
-            ]
+            return [*_columns(msg.self_mask_shares, "share"), *_columns(msg.key_shares, "share")]
         case Abort():
             return [msg.recipient, msg.reason]
     raise TypeError(f"not a protocol message: {type(msg).__name__}")
@@ -211,24 +214,29 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
         _expect(len(fields) == n, f"{n} fields for {cls.__name__}, got {len(fields)}")
 
     def ids(v, what):
-        return tuple(_uint(x, what) for x in _list(v, limits, what))
-
-    def pairs(v, what, of_what):
         items = _list(v, limits, what)
-        for p in items:  # fast path first; the helpers explain any failure
-            if not (type(p) is list and len(p) == 2 and type(p[0]) is int and type(p[1]) is bytes):
-                _pair(p, of_what)
-                _uint(p[0])
-                _bytes(p[1])
-        return items
+        if not all(type(x) is int for x in items):  # ranges are checked by the message
+            for x in items:
+                _uint(x, what)
+        return tuple(items)
 
-    def ciphertexts(v):
-        items = pairs(v, "encrypted shares", "[peer, ciphertext]")
-        return tuple(EncryptedShares(peer=p, ciphertext=c) for p, c in items)
+    def records(ids_field, blob, what: str, size: int) -> tuple[tuple[int, ...], list[bytes]]:
+        peers = ids(ids_field, f"{what} peer ids")
+        _bytes(blob, f"{what} as one byte string")
+        if len(blob) != size * len(peers):
+            raise MalformedMessage(
+                f"malformed frame: {len(peers)} {what} need {size * len(peers)} bytes "
+                f"({size} each), got {len(blob)}"
+            )
+        return peers, [blob[i : i + size] for i in range(0, len(blob), size)]
 
-    def shares(v):
-        items = pairs(v, "shares", "[peer, share]")
-        return tuple(RevealedShare(peer=p, share=s) for p, s in items)
+    def ciphertexts(ids_field, blob):
+        peers, cts = records(ids_field, blob, "ciphertexts", SHARE_CIPHERTEXT_BYTES)
+        return tuple(map(EncryptedShares, peers, cts))
+
+    def shares(ids_field, blob):
+        peers, items = records(ids_field, blob, "shares", SHARE_BYTES)
+        return tuple(map(RevealedShare, peers, items))
 
     if cls is AdvertiseKeysRequest:
         arity(2)
@@ -237,18 +245,19 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
         arity(2)
         return {"encryption_key": _bytes(fields[0]), "mask_key": _bytes(fields[1])}
     if cls is ShareKeysRequest:
-        arity(2)
-        keys = []
-        for k in _list(fields[1], limits, "neighbour keys"):
-            _expect(isinstance(k, list) and len(k) == 3, "[client, encryption_key, mask_key]")
-            keys.append(NeighbourKeys(client=_uint(k[0]), encryption_key=_bytes(k[1]), mask_key=_bytes(k[2])))
-        return {"recipient": _uint(fields[0]), "neighbour_keys": tuple(keys)}
+        arity(3)
+        clients, blobs = records(fields[1], fields[2], "neighbour keys", 2 * KEY_BYTES)
+        keys = tuple(
+            NeighbourKeys(client=c, encryption_key=b[:KEY_BYTES], mask_key=b[KEY_BYTES:])
+            for c, b in zip(clients, blobs)
+        )
+        return {"recipient": _uint(fields[0]), "neighbour_keys": keys}
     if cls is ShareKeys:
-        arity(1)
-        return {"encrypted_shares": ciphertexts(fields[0])}
-    if cls is MaskedInputRequest:
         arity(2)
-        return {"recipient": _uint(fields[0]), "encrypted_shares": ciphertexts(fields[1])}
+        return {"encrypted_shares": ciphertexts(fields[0], fields[1])}
+    if cls is MaskedInputRequest:
+        arity(3)
+        return {"recipient": _uint(fields[0]), "encrypted_shares": ciphertexts(fields[1], fields[2])}
     if cls is MaskedInput:
         arity(1)
         bits, vector = _vector_from_wire(fields[0], limits)
@@ -261,8 +270,8 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
             "dropped": ids(fields[2], "dropped ids"),
         }
     if cls is UnmaskResponse:
-        arity(2)
-        return {"self_mask_shares": shares(fields[0]), "key_shares": shares(fields[1])}
+        arity(4)
+        return {"self_mask_shares": shares(fields[0], fields[1]), "key_shares": shares(fields[2], fields[3])}
     if cls is Abort:
         arity(2)
         _expect(isinstance(fields[1], str), "a text reason")
@@ -306,9 +315,35 @@ def decode_frame(data: bytes, limits: Limits) -> list:
     _expect(isinstance(frame, list) and len(frame) >= HEADER_FIELDS, "a frame array with a header")
     if frame[0] != PROTOCOL_VERSION:
         raise MalformedMessage(f"protocol version {frame[0]!r} is not supported (expected {PROTOCOL_VERSION})")
-    if cbor2.dumps(frame, canonical=True) != data:
+    if not _is_canonical(frame, data):
         raise MalformedMessage("frame is not in canonical CBOR encoding")
     return frame
+
+
+def _bytes_header(length: int) -> bytes:
+    """The canonical CBOR head of a byte string (major type 2) of ``length`` bytes."""
+    if length < 24:
+        return bytes((0x40 + length,))
+    for code, width in ((0x58, 1), (0x59, 2), (0x5A, 4), (0x5B, 8)):
+        if length < 1 << (8 * width):
+            return bytes((code,)) + length.to_bytes(width, "big")
+    raise MalformedMessage("byte string too long")
+
+
+def _is_canonical(frame: list, data: bytes) -> bool:
+    """``data`` is exactly the canonical encoding of ``frame``.
+
+    A large trailing byte string (a masked input's packed vector is the frame's last item) is not
+    re-encoded: the rest of the frame is encoded with an empty string in its place, and the data
+    must be that prefix, the string's canonical head, and the string itself.
+    """
+    last = frame[-1]
+    if isinstance(last, list) and last and isinstance(last[-1], bytes) and len(last[-1]) > 4096:
+        payload = last[-1]
+        head = cbor2.dumps([*frame[:-1], [*last[:-1], b""]], canonical=True)[:-1]
+        head += _bytes_header(len(payload))
+        return len(data) == len(head) + len(payload) and data.startswith(head) and data.endswith(payload)
+    return cbor2.dumps(frame, canonical=True) == data
 
 
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:

@@ -13,7 +13,7 @@ MaskedInput and Unmask in the authenticated variant; it has message type codes r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -67,12 +67,12 @@ def _check_bytes(msg: Message, name: str, value: object, length: int) -> None:
         raise _fail(msg, f"{name} must be {length} bytes, got {got}")
 
 
-def _check_all_bytes(msg: Message, what: str, items, attr: str, length: int) -> None:
-    """Every item's ``attr`` is ``length`` bytes; the error names the first peer that is not."""
-    for item in items:
-        value = getattr(item, attr)
-        if type(value) is not bytes or len(value) != length:
-            _check_bytes(msg, f"{what} of peer {item.peer}", value, length)
+def _check_all_bytes(msg: Message, what: str, items, length: int) -> None:
+    """Every item's payload (its second field) is ``length`` bytes; the error names the peer."""
+    if all(type(v) is bytes and len(v) == length for _, v in items):
+        return
+    for peer, value in items:
+        _check_bytes(msg, f"{what} of peer {peer}", value, length)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,8 +121,10 @@ class AdvertiseKeysRequest(Message):
             raise _fail(self, "config names another session or round than the message")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NeighbourKeys:
+class NeighbourKeys(NamedTuple):
+    """A neighbour's two public keys. Per-peer records are NamedTuples: immutable and cheap, since
+    a round builds n * k of them."""
+
     client: int
     encryption_key: bytes
     mask_key: bytes
@@ -147,8 +149,7 @@ class ShareKeysRequest(Message):
                 _check_bytes(self, f"mask key of client {k.client}", k.mask_key, KEY_BYTES)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EncryptedShares:
+class EncryptedShares(NamedTuple):
     """Shares of one client's two secrets for one peer, under AES-GCM.
 
     In ShareKeys ``peer`` is the recipient; in MaskedInputRequest it is the original sender.
@@ -160,7 +161,7 @@ class EncryptedShares:
 
 def _check_ciphertexts(msg: Message, items: tuple[EncryptedShares, ...]) -> None:
     _check_ascending(msg, "encrypted_shares", tuple(e.peer for e in items))
-    _check_all_bytes(msg, "ciphertext", items, "ciphertext", SHARE_CIPHERTEXT_BYTES)
+    _check_all_bytes(msg, "ciphertext", items, SHARE_CIPHERTEXT_BYTES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,8 +257,7 @@ class MaskedInput(Message):
             object.__setattr__(self, "masked", v)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RevealedShare:
+class RevealedShare(NamedTuple):
     peer: int
     share: bytes
 
@@ -274,7 +274,7 @@ class UnmaskResponse(Message):
         Message.__post_init__(self)
         for name, items in (("self_mask_shares", self.self_mask_shares), ("key_shares", self.key_shares)):
             _check_ascending(self, name, tuple(s.peer for s in items))
-            _check_all_bytes(self, f"{name} share", items, "share", SHARE_BYTES)
+            _check_all_bytes(self, f"{name} share", items, SHARE_BYTES)
         overlap = {s.peer for s in self.self_mask_shares} & {s.peer for s in self.key_shares}
         if overlap:
             raise _fail(self, f"reveals both secrets of peers {sorted(overlap)}")

@@ -110,12 +110,16 @@ def _reframe(kind, mutate):
         ("AdvertiseKeys", lambda f: f.__setitem__(5, b"x" * 31), "32 bytes"),
         ("AdvertiseKeys", lambda f: f.append(b"extra"), "2 fields"),
         ("AdvertiseKeys", lambda f: f.__setitem__(5, "text"), "byte string"),
-        ("ShareKeys", lambda f: f[5][0].__setitem__(1, b"x" * 87), "88 bytes"),
-        ("ShareKeys", lambda f: f[5].append(list(f[5][0])), "ascending"),
+        ("ShareKeys", lambda f: f.__setitem__(6, f[6][:-1]), "88 each"),
+        ("ShareKeys", lambda f: (f[5].append(f[5][0]), f.__setitem__(6, f[6] * 2)), "ascending"),
+        ("ShareKeys", lambda f: f.__setitem__(5, [1, "2"]), "peer ids"),
+        ("ShareKeysRequest", lambda f: f.__setitem__(7, f[7] + b"x"), "64 each"),
+        ("MaskedInputRequest", lambda f: f.__setitem__(7, [f[7]]), "one byte string"),
         ("UnmaskRequest", lambda f: f.__setitem__(6, [3, 1]), "ascending"),
         ("UnmaskRequest", lambda f: f.__setitem__(6, [0]), "invalid client id"),
         ("UnmaskRequest", lambda f: f.__setitem__(5, 0), "recipient"),
-        ("UnmaskResponse", lambda f: f[6].insert(0, [1, f[6][0][1]]), "both secrets"),
+        ("UnmaskResponse", lambda f: (f[7].insert(0, 1), f.__setitem__(8, f[6][:36] + f[8])), "both secrets"),
+        ("UnmaskResponse", lambda f: f.__setitem__(8, f[8] + bytes(35)), "36 each"),
         ("MaskedInput", lambda f: f[5].__setitem__(0, 63), "bit width"),
         ("MaskedInput", lambda f: f[5].__setitem__(1, 5), "needs"),
         ("MaskedInput", lambda f: f[5].__setitem__(2, f[5][2][:-1] + b"\xff"), "padding"),
@@ -220,3 +224,22 @@ def test_server_faults_a_client_that_sends_garbage():
 
     with pytest.raises(UnexpectedMessage, match="client 6 sent a message claiming to be from client 5"):
         server.receive_data(6, frame)
+
+
+def test_large_payload_frames_are_checked_for_canonical_form_too():
+    big = MaskedInput(**HEAD, sender=2, bits=32, masked=np.arange(5000, dtype=np.uint32))
+    frame = encode(big)
+    assert np.array_equal(decode(frame).masked, big.masked)
+    obj = cbor2.loads(frame)
+    # The same frame with the payload's length in a non-minimal 8-byte head.
+    payload = obj[5][2]
+    prefix = cbor2.dumps([*obj[:5], [obj[5][0], obj[5][1], b""]], canonical=True)[:-1]
+    padded = prefix + b"\x5b" + len(payload).to_bytes(8, "big") + payload
+    # Fix the outer array heads: they are unchanged, so only the payload head differs.
+    with pytest.raises(MalformedMessage, match="canonical"):
+        decode(padded)
+    # A non-minimal integer before the payload.
+    body = cbor2.dumps(obj[:3], canonical=True)[1:]
+    wrong = bytes([0x86]) + body + b"\x1b" + obj[3].to_bytes(8, "big") + cbor2.dumps(obj[4:], canonical=True)[1:]
+    with pytest.raises(MalformedMessage, match="canonical"):
+        decode(wrong)

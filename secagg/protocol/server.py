@@ -297,10 +297,9 @@ class Server:
                 f"client {msg.sender} sent shares for clients {got}; expected exactly its live "
                 f"neighbours {expected}"
             )
-        for e in msg.encrypted_shares:
-            self._inboxes.setdefault(e.peer, {})[msg.sender] = EncryptedShares(
-                peer=msg.sender, ciphertext=e.ciphertext
-            )
+        sender = msg.sender
+        for peer, ciphertext in msg.encrypted_shares:
+            self._inboxes.setdefault(peer, {})[sender] = EncryptedShares(sender, ciphertext)
 
     def _on_masked_input(self, msg: MaskedInput) -> None:
         if msg.bits != self.config.bits or msg.masked.size != self.config.dim:
