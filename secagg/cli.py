@@ -1,12 +1,14 @@
 """The ``secagg`` command line: ``simulate`` runs a round in process, ``params`` picks (k, t).
 
 Exit codes: 0 success; 2 a usage or configuration error; 3 the round aborted (the reason is
-printed, and with ``--json`` it is in the object); 4 the sum was not exact (a bug: please report).
+printed, and with ``--json`` it is in the object); 4 the sum was not exact (a bug: please report);
+5 a plausibility check with policy ``reject`` refused the aggregate.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 
@@ -17,6 +19,7 @@ from secagg.simulate import DROP_STAGE_CHOICES, simulate
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_INEXACT = 4
+EXIT_REJECTED = 5
 
 
 def _rate(text: str) -> float:
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dropout", type=_rate, default=0.0, help="fraction of clients that drop")
     sim.add_argument("--drop-stage", choices=DROP_STAGE_CHOICES, default="masked",
                      help="where dropped clients go silent (mixed: a random stage each)")
-    sim.add_argument("--bits", type=int, default=32, help="ring Z_2^bits, 1..62 (default 32)")
+    sim.add_argument("--bits", default=None,
+                     help="ring Z_2^bits, 1..62 (default 32; with --dp: 'auto', the smallest safe)")
     sim.add_argument("--value-range", type=float, default=1.0, help="inputs lie in [-R, R]")
     sim.add_argument("--levels", type=int, default=None,
                      help="quantisation levels per client (default: the finest safe for n)")
@@ -57,6 +61,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed for the test data and the dropout choice (never for secrets)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--no-progress", action="store_true")
+    dp = sim.add_argument_group("privacy layer (distributed DP and checks on the aggregate)")
+    dp.add_argument("--dp", action="store_true", help="clip, round and noise on the clients")
+    dp.add_argument("--clip", type=float, default=1.0, help="L2 clip norm C")
+    dp.add_argument("--noise-multiplier", type=float, default=1.0, help="central noise std / C")
+    dp.add_argument("--mechanism", choices=["ddgauss", "skellam"], default="ddgauss")
+    dp.add_argument("--min-clients", type=int, default=None,
+                    help="m_min: the guarantee holds down to this many contributors "
+                         "(default: n minus the planned dropouts)")
+    dp.add_argument("--delta", type=float, default=1e-6)
+    dp.add_argument("--no-rotation", action="store_true", help="skip the randomized Hadamard rotation")
+    dp.add_argument("--malicious", type=int, default=0, help="clients that mount --attack")
+    dp.add_argument("--attack", choices=["scale", "noise", "signflip"], default=None)
+    dp.add_argument("--policy", choices=["reject", "warn"], default="reject",
+                    help="what a failed check does to the aggregate")
+    dp.add_argument("--false-alarm", type=float, default=1e-6, help="per check, for an honest round")
+
+    priv = sub.add_parser("privacy", help="epsilon for a noise level, or the noise for an epsilon")
+    priv.add_argument("--clip", type=float, required=True, help="L2 clip norm C")
+    priv.add_argument("--noise-multiplier", type=float, default=None, help="central noise std / C")
+    priv.add_argument("--target-epsilon", type=float, default=None,
+                      help="find the smallest noise multiplier that reaches this epsilon")
+    priv.add_argument("--clients", type=int, required=True,
+                      help="m_min: contributors the guarantee must hold for")
+    priv.add_argument("--max-clients", type=int, default=None, help="n: the ring must hold this many (default m_min)")
+    priv.add_argument("--rounds", type=int, default=1)
+    priv.add_argument("--sampling", type=float, default=1.0, help="client sampling rate q")
+    priv.add_argument("--delta", type=float, default=1e-6)
+    priv.add_argument("--dim", type=int, default=1000, help="update length (for the bit width)")
+    priv.add_argument("--bits", default="auto", help="'auto' or a bit width")
+    priv.add_argument("--mechanism", choices=["ddgauss", "skellam"], default="ddgauss")
+    priv.add_argument("--no-rotation", action="store_true")
+    priv.add_argument("--json", action="store_true")
 
     par = sub.add_parser("params", help="choose the graph degree k and threshold t")
     par.add_argument("--clients", type=int, required=True)
@@ -73,13 +109,45 @@ def _adversary(args) -> AdversaryClass:
     return AdversaryClass.SEMI_MALICIOUS if args.semi_malicious else AdversaryClass.SEMI_HONEST
 
 
+def _bits(text, default):
+    if text is None:
+        return default
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"--bits must be 'auto' or an integer, got {text!r}") from None
+
+
 def cmd_simulate(args) -> int:
+    privacy = checks = None
+    bits = _bits(args.bits, "auto" if args.dp else 32)
+    if args.dp:
+        from secagg.privacy import DPPlan, PlausibilityChecks
+
+        planned = args.dropout_rate if args.dropout_rate is not None else max(args.dropout, 0.05)
+        m_min = args.min_clients or max(1, args.clients - math.floor(planned * args.clients))
+        privacy = DPPlan.create(
+            args.dim, clip=args.clip, noise_multiplier=args.noise_multiplier, min_clients=m_min,
+            max_clients=args.clients, mechanism=args.mechanism, bits=bits,
+            rotate=not args.no_rotation,
+        )
+        checks = PlausibilityChecks(
+            privacy, false_alarm=args.false_alarm,
+            policies={name: args.policy for name in ("l2_norm", "linf", "wrap", "clipped_count")},
+        )
+        bits = privacy.bits
+    elif bits == "auto" or args.malicious or args.attack:
+        raise ConfigurationError("--bits auto, --malicious and --attack need --dp")
     report = simulate(
-        args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=args.bits,
+        args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=bits,
         value_range=args.value_range, levels=args.levels, adversarial_rate=args.adversarial_rate,
         dropout_rate=args.dropout_rate, adversary=_adversary(args), full_graph=args.full_graph,
         threshold=args.threshold, seed=args.seed,
         progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
+        privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
+        delta=args.delta,
     )
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -87,7 +155,49 @@ def cmd_simulate(args) -> int:
         print(report.summary())
     if report.aborted:
         return EXIT_ABORTED
-    return 0 if report.exact else EXIT_INEXACT
+    if not report.exact:
+        return EXIT_INEXACT
+    return EXIT_REJECTED if report.rejected else 0
+
+
+def cmd_privacy(args) -> int:
+    from secagg.privacy import DPPlan, gaussian_epsilon
+    from secagg.privacy.accounting import calibrate
+
+    if (args.noise_multiplier is None) == (args.target_epsilon is None):
+        raise ConfigurationError("give exactly one of --noise-multiplier and --target-epsilon")
+
+    def plan_for(z):
+        return DPPlan.create(
+            args.dim, clip=args.clip, noise_multiplier=z, min_clients=args.clients,
+            max_clients=args.max_clients or args.clients, mechanism=args.mechanism,
+            bits=_bits(args.bits, "auto"), rotate=not args.no_rotation,
+        )
+
+    def eps(z):
+        return plan_for(z).epsilon(rounds=args.rounds, sampling=args.sampling, delta=args.delta)
+
+    z = args.noise_multiplier if args.noise_multiplier is not None else calibrate(eps, args.target_epsilon)
+    plan = plan_for(z)
+    out = {
+        "mechanism": plan.mechanism.value, "clip": plan.clip, "noise_multiplier": z,
+        "min_clients": plan.min_clients, "max_clients": plan.max_clients, "rounds": args.rounds,
+        "sampling": args.sampling, "delta": args.delta, "epsilon": eps(z),
+        "gaussian_epsilon": gaussian_epsilon(z, rounds=args.rounds, sampling=args.sampling, delta=args.delta),
+        "dim": args.dim, "bits": plan.bits, "gamma": plan.gamma, "local_noise_std": plan.local_variance**0.5,
+        "target_epsilon": args.target_epsilon,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        head = (f"noise multiplier {z:.4g} reaches epsilon {out['epsilon']:.4g}" if args.target_epsilon
+                else f"epsilon {out['epsilon']:.4g}")
+        print(f"{head} at delta {args.delta} after {args.rounds} rounds (sampling {args.sampling}), "
+              f"{plan.mechanism.value}, clip {plan.clip}, m_min {plan.min_clients}")
+        print(f"  continuous Gaussian at the same noise multiplier: epsilon {out['gaussian_epsilon']:.4g}")
+        print(f"  for dim {args.dim}: {plan.bits} bits per coordinate, gamma {plan.gamma:.3g}, "
+              f"per-client noise std {out['local_noise_std']:.4g} (integer units)")
+    return 0
 
 
 def cmd_params(args) -> int:
@@ -112,7 +222,7 @@ def cmd_params(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"simulate": cmd_simulate, "params": cmd_params}[args.command](args)
+        return {"simulate": cmd_simulate, "params": cmd_params, "privacy": cmd_privacy}[args.command](args)
     except ConfigurationError as exc:
         print(f"secagg {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,12 +15,15 @@ from secagg.crypto.randomness import RandomSource, system_random
 from secagg.errors import ConfigurationError
 from secagg.graph import GRAPH_SEED_BYTES, Graph, harary_graph
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
-from secagg.quantize import Quantizer
+from secagg.quantize import Quantizer, check_bits
 
 PROTOCOL_VERSION = 1
 MIN_CLIENTS = 3
 MAX_CLIENTS = 2**24
 MAX_DIM = 2**28
+# levels = 0: clients hand in ring vectors made by the privacy layer (secagg.privacy), whose plan
+# guarantees the sum does not wrap; the range quantiser is not used.
+EXTERNAL_ENCODING = 0
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
@@ -63,11 +66,19 @@ class RoundConfig:
                 f"threshold must lie in [2, degree = {self.degree}], got {self.threshold!r}: "
                 "a threshold of 1 lets any single neighbour reveal a secret"
             )
-        # Validates bits, range and levels, and that n inputs cannot wrap the ring.
-        self.quantizer.check_capacity(n)
+        if self.levels == EXTERNAL_ENCODING:
+            check_bits(self.bits)  # the privacy layer's plan bounds the sum instead
+        else:
+            # Validates bits, range and levels, and that n inputs cannot wrap the ring.
+            self.quantizer.check_capacity(n)
 
     @property
     def quantizer(self) -> Quantizer:
+        if self.levels == EXTERNAL_ENCODING:
+            raise ConfigurationError(
+                "this round's inputs are ring vectors encoded by the privacy layer (levels = 0); "
+                "use its encoder and decoder"
+            )
         return Quantizer(bits=self.bits, value_range=self.value_range, levels=self.levels)
 
     @property
@@ -120,7 +131,10 @@ class RoundConfig:
                         f"for degree {params.degree}: lower thresholds break privacy"
                     )
                 params = replace(params, threshold=threshold)
-        quantizer = Quantizer.for_clients(num_clients, bits=bits, value_range=value_range, levels=levels)
+        if levels == EXTERNAL_ENCODING:
+            quantizer = None
+        else:
+            quantizer = Quantizer.for_clients(num_clients, bits=bits, value_range=value_range, levels=levels)
         return cls(
             session_id=session_id if session_id is not None else rng(SESSION_ID_BYTES),
             round=round,
@@ -130,8 +144,8 @@ class RoundConfig:
             degree=params.degree,
             threshold=params.threshold,
             graph_seed=graph_seed if graph_seed is not None else rng(GRAPH_SEED_BYTES),
-            value_range=float(quantizer.value_range),
-            levels=quantizer.levels,
+            value_range=float(value_range),
+            levels=EXTERNAL_ENCODING if quantizer is None else quantizer.levels,
         )
 
     def describe(self) -> str:

@@ -46,6 +46,10 @@ class InvalidInput(LocalProtocolError):
     """A client's input vector is unusable (NaN, wrong shape or dtype, out of the declared range)."""
 
 
+class PrivacyBudgetExhausted(LocalProtocolError):
+    """Taking part in this round would exceed the client's privacy budget; it sends nothing."""
+
+
 class RemoteProtocolError(SecAggError):
     """A peer sent something the protocol does not allow."""
 

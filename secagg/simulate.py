@@ -14,6 +14,7 @@ tests and transcript vectors only.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -32,7 +33,7 @@ from secagg.messages import MaskedInputRequest, Message
 from secagg.protocol.client import Client
 from secagg.protocol.server import RoundResult, Server
 from secagg.protocol.states import Phase
-from secagg.quantize import ring_mask
+from secagg.quantize import ring_dtype, ring_mask
 
 
 class Stage(str, Enum):
@@ -80,11 +81,17 @@ class SimulationReport:
     masked_input_bytes: int  # one MaskedInput frame: ceil(d * b / 8) plus a small header
     client_mask_expansions_median: int  # d-word masks a client expands (1 + its live neighbours)
     server_mask_expansions: int  # d-word masks the server expands to unmask the sum
+    # Privacy layer (``privacy=`` given): the checks on the aggregate and what they decided.
+    dp: dict | None = None
+    checks: list[dict] | None = None
+    rejected: bool = False
+    reject_reasons: list[str] = field(default_factory=list)
+    malicious: list[int] = field(default_factory=list)
     result: RoundResult | None = field(default=None, repr=False, compare=False)
+    aggregate: object | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("result")
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("result", "aggregate")}
         return d
 
     def summary(self) -> str:
@@ -100,8 +107,23 @@ class SimulationReport:
         else:
             lines.append(
                 f"  sum exact in the ring: {'yes' if self.exact else 'NO'}; max |decoded - true| = "
-                f"{self.max_abs_error:.3g} (quantisation bound ~{self.error_bound:.3g})"
+                f"{self.max_abs_error:.3g} ({'noise std' if self.dp else 'quantisation bound'} "
+                f"~{self.error_bound:.3g})"
             )
+        if self.dp:
+            lines.append(
+                f"  privacy: {self.dp['mechanism']}, clip {self.dp['clip']}, noise multiplier "
+                f"{self.dp['noise_multiplier']}, m_min {self.dp['min_clients']}: epsilon "
+                f"{self.dp['epsilon']:.4g} at delta {self.dp['delta']} for this round; clipped "
+                f"clients (noised) {self.dp['clipped_count']:.1f}"
+            )
+        if self.malicious:
+            lines.append(f"  malicious clients ({self.dp.get('attack')}): {self.malicious}")
+        for c in self.checks or []:
+            mark = "pass" if c["passed"] else ("REJECT" if c["policy"] == "reject" else "WARN")
+            lines.append(f"    check {c['name']:<16} {mark:<6} value {c['value']:.4g}  bound {c['bound']:.4g}")
+        if self.rejected:
+            lines.append("  AGGREGATE REJECTED: " + "; ".join(self.reject_reasons))
         lines.append(
             f"  client time median {self.client_seconds_median * 1e3:.2f} ms (max "
             f"{self.client_seconds_max * 1e3:.2f} ms); server time {self.server_seconds:.3f} s"
@@ -161,6 +183,11 @@ def simulate(
     progress: bool = False,
     insecure_deterministic: str | None = None,
     transcript: list[tuple[str, int, int, bytes]] | None = None,
+    privacy=None,
+    malicious: int = 0,
+    attack: str | None = None,
+    checks=None,
+    delta: float = 1e-6,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -168,6 +195,12 @@ def simulate(
     the generated test data. ``dropout_rate`` is what the parameter finder plans for (default:
     ``max(dropout, 0.05)``). ``transcript``, if given, receives every frame as
     (direction, sender, recipient, bytes).
+
+    ``privacy`` (a ``secagg.privacy.DPPlan``) runs the round through the privacy layer: clients
+    clip, round and noise with a ``DPEncoder``, the server decodes with a ``DPDecoder`` and runs
+    ``checks`` (default ``PlausibilityChecks(privacy)``). ``malicious`` clients then mount
+    ``attack``: ``scale`` (x100, no clipping), ``noise`` (N(0, 10^2) per coordinate, no clipping)
+    or ``signflip`` (the negated update, clipped like an honest one).
     """
     if insecure_deterministic is not None:
         root = DeterministicRandom(insecure_deterministic)
@@ -177,6 +210,10 @@ def simulate(
     if schedule is None:
         schedule = dropout_schedule(clients, dropout, drop_stage, seed)
     schedule = {int(c): Stage(s) for c, s in schedule.items()}
+    if privacy is not None:
+        dim, bits, levels = privacy.ring_dim, privacy.bits, 0
+    elif malicious or attack:
+        raise ConfigurationError("attacks are simulated on the privacy layer: pass privacy=DPPlan(...)")
     config = RoundConfig.create(
         clients, dim, bits=bits, value_range=value_range, levels=levels,
         adversarial_rate=adversarial_rate,
@@ -184,15 +221,23 @@ def simulate(
         adversary=adversary, full_graph=full_graph, threshold=threshold,
         rng=rng_for("config"),
     )
-    make = inputs or (lambda c: make_input(seed, c, dim, value_range))
+    attackers: list[int] = []
+    if privacy is not None:
+        from secagg.privacy.simulation import attack_encoders, make_update
+
+        make = inputs or (lambda c: make_update(seed, c, privacy))
+        encoders, attackers = attack_encoders(privacy, clients, malicious, attack, seed, rng_for)
+    else:
+        make = inputs or (lambda c: make_input(seed, c, dim, value_range))
+        encoders = {}
 
     server_time = 0.0
     client_time: dict[int, float] = defaultdict(float)
     sent: dict[int, int] = defaultdict(int)
     received: dict[int, int] = defaultdict(int)
     phase_seconds: dict[str, dict[str, float]] = {}
-    true_ring = np.zeros(dim, dtype=config.quantizer.dtype)
-    true_sum = np.zeros(dim, dtype=np.float64)
+    true_ring = np.zeros(config.dim, dtype=ring_dtype(config.bits))
+    true_sum = np.zeros(privacy.dim if privacy is not None else dim, dtype=np.float64)
     contributed: set[int] = set()
     masked_input_bytes = [0]
 
@@ -203,7 +248,7 @@ def simulate(
     shamir.warm_up()  # galois compiles its kernels once per process; not a per-round cost
     started = time.perf_counter()
     server = Server(config, rng=rng_for("server"))
-    parties = {c: Client(c, rng=rng_for(f"client {c}")) for c in config.clients}
+    parties = {c: Client(c, rng=rng_for(f"client {c}"), encoder=encoders.get(c)) for c in config.clients}
     outbox = [(m.recipient, encode(m)) for m in server.start()]
     server_time += time.perf_counter() - started
     bar = None
@@ -249,7 +294,8 @@ def simulate(
             if x is not None and replies:
                 masked_input_bytes[0] = len(replies[0])
                 np.add(true_ring, q, out=true_ring)
-                np.add(true_sum, x, out=true_sum)
+                sent_value = encoders[recipient].sent_value if privacy is not None else x
+                np.add(true_sum, sent_value, out=true_sum)
                 contributed.add(recipient)
             for reply in replies:
                 sent[recipient] += len(reply)
@@ -303,14 +349,35 @@ def simulate(
         )
     if set(result.contributors) != contributed:
         raise AssertionError("server and driver disagree on who contributed")  # a bug, not input
-    decoded = result.values
-    q = config.quantizer
-    return SimulationReport(
-        **common, survivors=len(result.contributors), server_mask_expansions=result.mask_expansions,
-        aborted=False, abort_reason=None, unrecoverable=[],
-        exact=bool(np.array_equal(result.ring_sum, true_ring & true_ring.dtype.type(ring_mask(bits)))),
-        max_abs_error=float(np.max(np.abs(decoded - true_sum), initial=0.0)),
+    exact = bool(np.array_equal(result.ring_sum, true_ring & true_ring.dtype.type(ring_mask(bits))))
+    m = len(result.contributors)
+    extra: dict = {}
+    if privacy is not None:
+        from secagg.privacy import DPDecoder, PlausibilityChecks
+
+        aggregate = DPDecoder(privacy).decode(result.ring_sum, m)
+        decoded = aggregate.flat
+        report = (checks or PlausibilityChecks(privacy)).run(aggregate)
+        # Noise and rounding: per-coordinate standard deviation of the decoded sum.
+        error_bound = math.sqrt(m * (privacy.local_variance + 0.25)) * privacy.gamma
+        extra = dict(
+            dp={"mechanism": privacy.mechanism.value, "clip": privacy.clip,
+                "noise_multiplier": privacy.noise_multiplier, "min_clients": privacy.min_clients,
+                "bits": privacy.bits, "gamma": privacy.gamma, "delta": delta,
+                "epsilon": privacy.epsilon(rounds=1, delta=delta),
+                "clipped_count": aggregate.clipped_count,
+                "clipped_true": sum(bool(encoders[c].clipped) for c in result.contributors),
+                "attack": attack},
+            checks=report.as_list(), rejected=report.rejected, reject_reasons=report.reasons,
+            malicious=attackers, aggregate=None if report.rejected else aggregate,
+        )
+    else:
+        decoded = result.values
         # Each client's rounding error is below one step: a hard bound on the decoded error.
-        error_bound=len(result.contributors) * q.step,
-        result=result,
+        error_bound = m * config.quantizer.step
+    return SimulationReport(
+        **common, survivors=m, server_mask_expansions=result.mask_expansions,
+        aborted=False, abort_reason=None, unrecoverable=[], exact=exact,
+        max_abs_error=float(np.max(np.abs(decoded - true_sum), initial=0.0)),
+        error_bound=error_bound, result=result, **extra,
     )

@@ -67,7 +67,10 @@ class Client:
         *,
         rng: RandomSource = system_random,
         min_threshold: int = 2,
+        encoder=None,
     ) -> None:
+        """``encoder``: an optional privacy pipeline (``secagg.privacy.DPEncoder``) that turns the
+        update into a ring vector; without one the round's range quantiser is used."""
         if not isinstance(client_id, int) or client_id < 1:
             raise ConfigurationError(f"client id must be a positive integer, got {client_id!r}")
         self.id = client_id
@@ -77,6 +80,7 @@ class Client:
         self._rng = rng
         self._min_threshold = min_threshold
         self._raw_input = input_vector
+        self._encoder = encoder
         self.quantized_input: np.ndarray | None = None
         self._s_private = b""  # raw, because it is Shamir-shared
         self._c_key = self._s_key = None
@@ -194,9 +198,12 @@ class Client:
 
     def _quantize(self) -> None:
         try:
-            self.quantized_input = self.config.quantizer.encode(
-                self._raw_input, dim=self.config.dim, rng=self._rng
-            )
+            if self._encoder is not None:
+                self.quantized_input = self._encoder.encode(self._raw_input)
+            else:
+                self.quantized_input = self.config.quantizer.encode(
+                    self._raw_input, dim=self.config.dim, rng=self._rng
+                )
             self._raw_input = None
         except InvalidInput as exc:
             raise InvalidInput(
@@ -214,6 +221,11 @@ class Client:
             raise self._refuse(
                 msg, f"threshold {config.threshold} is below this client's minimum {self._min_threshold}"
             )
+        if self._encoder is not None:
+            # Checks the plan matches and charges the privacy budget, before anything is sent.
+            self._encoder.begin_round(config, self.id)
+        elif config.levels == 0:
+            raise self._refuse(msg, "the round expects privacy-layer encodings and this client has no encoder")
         self.config = config
         if self._raw_input is not None:
             self._quantize()  # bad input is refused here, before anything is sent

@@ -59,6 +59,7 @@ from secagg.messages import (
 )
 from secagg.protocol import keys
 from secagg.protocol.masking import apply_masks
+from secagg.quantize import ring_dtype
 from secagg.protocol.states import EXPECTED, PHASE_CLOSE, SERVER_TRANSITIONS, Phase, PeerState
 
 
@@ -75,7 +76,8 @@ class RoundResult:
 
     @property
     def values(self) -> np.ndarray:
-        """The decoded float sum of the contributors' inputs."""
+        """The decoded float sum of the contributors' inputs (range-quantised rounds; a privacy
+        layer round is decoded by its ``DPDecoder``)."""
         return self.config.quantizer.decode(self.ring_sum, len(self.contributors))
 
 
@@ -106,7 +108,7 @@ class Server:
         self._advertised: dict[int, NeighbourKeys] = {}  # built once, sent to every neighbour
         # recipient -> sender -> the ciphertext, already in the form forwarded to the recipient
         self._inboxes: dict[int, dict[int, EncryptedShares]] = {}
-        self._accumulator = np.zeros(config.dim, dtype=config.quantizer.dtype)
+        self._accumulator = np.zeros(config.dim, dtype=ring_dtype(config.bits))
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: set[int] = set()

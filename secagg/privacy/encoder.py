@@ -1,0 +1,350 @@
+"""The client's privacy pipeline and the server's decoder (distributed DP in the ring).
+
+Client, in order (Kairouz et al. 2021; TFF's DistributedDpSumFactory, with its weak points fixed):
+1. validate the update: the agreed tensor shapes, a real dtype, every value finite;
+2. flatten, and (default) rotate with a randomized Hadamard transform under the round's public seed;
+3. L2-clip to C; whether the client clipped becomes one extra coordinate, so the server learns
+   only the (noised) number of clients that clipped;
+4. scale by 1/gamma and round stochastically, resampling until the rounded vector's norm is within
+   the published inflated bound (conditional rounding: the sensitivity the accountant uses);
+5. add discrete noise (discrete Gaussian or Skellam) of variance sigma_c^2 = (z C / gamma)^2 / m_min
+   per coordinate, from a generator seeded with fresh OS-CSPRNG bytes every round;
+6. wrap into Z_(2^b).
+The server takes the exact ring sum from SecAgg and maps it back: centred lift, times gamma,
+inverse rotation, reshape.
+
+The plan (gamma, b) is chosen so that no coordinate of the sum of up to n clients wraps, except
+with probability ``wrap_probability`` per round: per coordinate the aligned signal of n clients
+(a rotated coordinate of a norm-C vector exceeds C sqrt(2 ln(4nD/p)/D) with probability below
+p/(2nD), by Hoeffding), plus n for rounding, plus a Bernstein bound on the summed noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from secagg.crypto.randomness import RandomSource, system_random
+from secagg.errors import ConfigurationError, InvalidInput, PrivacyBudgetExhausted, SecAggError
+from secagg.privacy import noise, rotation
+from secagg.privacy.accounting import (
+    DEFAULT_BETA,
+    Mechanism,
+    RoundMechanism,
+    epsilon,
+    inflated_l2,
+)
+from secagg.quantize import MAX_BITS, ring_dtype
+
+MAX_ROUNDING_TRIES = 1000
+
+
+def _wrap_bound(*, clients, clip, gamma, dim, rotate, local_variance, wrap_probability,
+                flag_weight) -> float:
+    """A bound (integer units) on any coordinate of the sum of ``clients`` encodings."""
+    c = clip / gamma
+    if rotate:
+        per_client = c * math.sqrt(2 * math.log(4 * clients * dim / wrap_probability) / dim)
+    else:
+        per_client = c
+    total_variance = clients * local_variance
+    log_term = math.log(4 * (dim + 1) / wrap_probability)
+    noise_bound = log_term / 3 + math.sqrt(log_term**2 / 9 + 2 * total_variance * log_term)
+    flag = max(1, round(flag_weight * c))
+    return clients * max(per_client, flag, 1.0) + clients + noise_bound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DPPlan:
+    """The public parameters of the privacy layer for one round (every party computes the same)."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    clip: float
+    noise_multiplier: float
+    mechanism: Mechanism
+    min_clients: int  # m_min: the guarantee holds with this many contributors
+    max_clients: int  # n: the ring must hold the sum of this many
+    bits: int
+    gamma: float
+    rotate: bool
+    rotation_seed: bytes = field(repr=False)
+    beta: float = DEFAULT_BETA
+    wrap_probability: float = 1e-9
+    flag_weight: float = 0.25  # the clipped flag counts as this fraction of C
+
+    @property
+    def dim(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes)
+
+    @property
+    def noise_dim(self) -> int:
+        """Coordinates carrying signal and noise: the (padded) vector plus the clipped flag."""
+        return (rotation.padded_dim(self.dim) if self.rotate else self.dim) + 1
+
+    @property
+    def ring_dim(self) -> int:
+        return self.noise_dim
+
+    @property
+    def local_variance(self) -> float:
+        """sigma_c^2: each client's noise variance per coordinate, in integer units."""
+        return (self.noise_multiplier * self.clip / self.gamma) ** 2 / self.min_clients
+
+    @property
+    def norm_bound(self) -> float:
+        """The inflated L2 bound a rounded client vector (without the flag) must meet."""
+        return inflated_l2(self.clip, self.gamma, self.noise_dim - 1, self.beta)
+
+    @property
+    def flag_scale(self) -> int:
+        """The integer a clipping client puts in the flag coordinate: flag_weight * C / gamma.
+
+        Weighted like the signal, so the noise on the count is a few clients, not thousands; it
+        adds flag_scale^2 to the squared sensitivity (a few percent of epsilon at the default)."""
+        return max(1, round(self.flag_weight * self.clip / self.gamma))
+
+    def round_mechanism(self) -> RoundMechanism:
+        l2 = math.sqrt(self.norm_bound**2 + self.flag_scale**2)
+        return RoundMechanism(
+            mechanism=self.mechanism, l2_sensitivity=l2,
+            l1_sensitivity=l2 * min(math.sqrt(self.noise_dim), l2),
+            local_variance=self.local_variance, noise_clients=self.min_clients, dim=self.noise_dim,
+        )
+
+    def epsilon(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6) -> float:
+        return epsilon(self.round_mechanism(), rounds=rounds, sampling=sampling, delta=delta)
+
+    def wrap_bound(self) -> float:
+        return _wrap_bound(
+            clients=self.max_clients, clip=self.clip, gamma=self.gamma, dim=self.noise_dim - 1,
+            rotate=self.rotate, local_variance=self.local_variance,
+            wrap_probability=self.wrap_probability, flag_weight=self.flag_weight,
+        )
+
+    @classmethod
+    def create(
+        cls,
+        shapes: Sequence[Sequence[int]] | int,
+        *,
+        clip: float,
+        noise_multiplier: float,
+        min_clients: int,
+        max_clients: int,
+        mechanism: Mechanism | str = Mechanism.DISTRIBUTED_DISCRETE_GAUSSIAN,
+        bits: int | str = "auto",
+        rotate: bool = True,
+        wrap_probability: float = 1e-9,
+        beta: float = DEFAULT_BETA,
+        flag_weight: float = 0.25,
+        rotation_seed: bytes | None = None,
+        rng: RandomSource = system_random,
+    ) -> DPPlan:
+        """Choose gamma and (with ``bits="auto"``) the smallest safe bit width; refuse what cannot work."""
+        if isinstance(shapes, int):
+            shapes = ((shapes,),)
+        shapes = tuple(tuple(int(x) for x in s) for s in shapes)
+        if not shapes or any(any(x < 1 for x in s) for s in shapes):
+            raise ConfigurationError(f"shapes must be non-empty positive tensor shapes, got {shapes}")
+        if not (math.isfinite(clip) and clip > 0):
+            raise ConfigurationError(f"clip norm must be a finite number > 0, got {clip}")
+        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
+            raise ConfigurationError(f"noise multiplier must be >= 0, got {noise_multiplier}")
+        if not 1 <= min_clients <= max_clients:
+            raise ConfigurationError(
+                f"need 1 <= min_clients ({min_clients}) <= max_clients ({max_clients})"
+            )
+        if not 0 < flag_weight <= 1:
+            raise ConfigurationError(f"flag weight must lie in (0, 1], got {flag_weight}")
+        if not 0 < wrap_probability < 1:
+            raise ConfigurationError(f"wrap probability must lie in (0, 1), got {wrap_probability}")
+        mechanism = Mechanism(mechanism)
+        dim = sum(int(np.prod(s)) for s in shapes)
+        padded = rotation.padded_dim(dim) if rotate else dim
+
+        def bound(gamma: float) -> float:
+            local_var = (noise_multiplier * clip / gamma) ** 2 / min_clients
+            return _wrap_bound(clients=max_clients, clip=clip, gamma=gamma, dim=padded, rotate=rotate,
+                               local_variance=local_var, wrap_probability=wrap_probability,
+                               flag_weight=flag_weight)
+
+        if bits == "auto":
+            # Fine enough that rounding inflates the sensitivity by under 1% (C/gamma = 8 sqrt(D)).
+            gamma = clip / (8 * math.sqrt(padded))
+            need = math.ceil(math.log2(bound(gamma) + 1)) + 1
+            if need > MAX_BITS:
+                raise ConfigurationError(
+                    f"no bit width up to {MAX_BITS} holds the sum of {max_clients} clients at this "
+                    f"resolution (needs {need}); lower max_clients or the noise multiplier"
+                )
+            bits = max(need, 2)
+        else:
+            if not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
+                raise ConfigurationError(f"bits must be 'auto' or an integer in [2, {MAX_BITS}], got {bits!r}")
+            limit = 2 ** (bits - 1) - 1
+            coarsest = clip  # beyond this a clipped update rounds to a handful of levels
+            if bound(coarsest) > limit:
+                need = math.ceil(math.log2(bound(coarsest) + 1)) + 1
+                raise ConfigurationError(
+                    f"{bits} bits cannot hold the sum of {max_clients} clients without wrapping "
+                    f"(probability target {wrap_probability}); use bits >= {need} or fewer clients"
+                )
+            lo, hi = clip * 1e-12, coarsest  # bound() decreases as gamma grows
+            for _ in range(200):
+                mid = math.sqrt(lo * hi)
+                if bound(mid) > limit:
+                    lo = mid
+                else:
+                    hi = mid
+                if hi / lo < 1 + 1e-9:
+                    break
+            gamma = hi
+        return cls(
+            shapes=shapes, clip=float(clip), noise_multiplier=float(noise_multiplier),
+            mechanism=mechanism, min_clients=min_clients, max_clients=max_clients, bits=bits,
+            gamma=gamma, rotate=rotate, beta=beta, wrap_probability=wrap_probability,
+            flag_weight=flag_weight,
+            rotation_seed=rotation_seed if rotation_seed is not None else rng(32),
+        )
+
+
+class PrivacyBudget:
+    """A client's own ledger: the epsilon of the rounds it took part in, against its budget."""
+
+    def __init__(self, epsilon_budget: float, delta: float) -> None:
+        if not epsilon_budget > 0 or not 0 < delta < 1:
+            raise ConfigurationError("privacy budget needs epsilon > 0 and 0 < delta < 1")
+        self.epsilon_budget = epsilon_budget
+        self.delta = delta
+        self.rounds = 0
+        self.spent = 0.0
+
+    def charge(self, plan: DPPlan, *, client: int | None = None, round: int | None = None) -> float:
+        """Account one more round; raise before anything is sent if it would exceed the budget."""
+        after = plan.epsilon(rounds=self.rounds + 1, sampling=1.0, delta=self.delta)
+        if after > self.epsilon_budget:
+            raise PrivacyBudgetExhausted(
+                f"client {client}, round {round}: taking part would bring epsilon to {after:.4g} "
+                f"(delta {self.delta}) after {self.rounds + 1} rounds, over the budget of "
+                f"{self.epsilon_budget}; the client sends nothing",
+                client=client, round=round,
+            )
+        self.rounds += 1
+        self.spent = after
+        return after
+
+
+class DPEncoder:
+    """One client's privacy pipeline. Plug into ``Client(encoder=...)``."""
+
+    def __init__(self, plan: DPPlan, *, budget: PrivacyBudget | None = None,
+                 rng: RandomSource = system_random) -> None:
+        self.plan = plan
+        self.budget = budget
+        self._rng = rng
+        self.clipped: bool | None = None
+
+    # The Client calls these two.
+    def begin_round(self, config, client: int) -> None:
+        plan = self.plan
+        if (config.dim, config.bits, config.levels) != (plan.ring_dim, plan.bits, 0):
+            raise ConfigurationError(
+                f"client {client}, round {config.round}: the round config (dim {config.dim}, "
+                f"{config.bits} bits, levels {config.levels}) does not match the privacy plan "
+                f"(dim {plan.ring_dim}, {plan.bits} bits, levels 0)"
+            )
+        if self.budget is not None:
+            self.budget.charge(plan, client=client, round=config.round)
+
+    def encode(self, update, *, clip: bool = True) -> np.ndarray:
+        """The ring vector for ``update`` (a list of arrays in the plan's shapes, or one array).
+
+        ``clip=False`` exists only to simulate a client that skips clipping (an attack).
+        """
+        plan = self.plan
+        x = self.flatten(update)
+        norm = float(np.linalg.norm(x))
+        self.clipped = norm > plan.clip
+        if clip and self.clipped:
+            x = x * (plan.clip / norm)
+        y = rotation.rotate(x, plan.rotation_seed) if plan.rotate else x
+        v = y / plan.gamma
+        gen = noise.generator(self._rng)
+        floor = np.floor(v)
+        frac = v - floor
+        for _ in range(MAX_ROUNDING_TRIES):
+            rounded = floor + (gen.random(v.size) < frac)
+            if not clip or float(np.linalg.norm(rounded)) <= plan.norm_bound:
+                break
+        else:
+            raise SecAggError("conditional rounding did not meet the norm bound; raise beta")
+        values = np.append(rounded, plan.flag_scale if self.clipped else 0).astype(np.int64)
+        sampler = noise.skellam if plan.mechanism is Mechanism.SKELLAM else noise.discrete_gaussian
+        scale = plan.local_variance if plan.mechanism is Mechanism.SKELLAM else math.sqrt(plan.local_variance)
+        values += sampler(gen, scale, values.size)
+        limit = 2 ** (plan.bits - 1) - 1
+        if clip and np.abs(values).max() > limit:
+            raise SecAggError(
+                f"an encoded coordinate ({int(np.abs(values).max())}) exceeds the ring's half range "
+                f"{limit}; the plan's bit width is wrong"
+            )
+        return (values & ((1 << plan.bits) - 1)).astype(ring_dtype(plan.bits))
+
+    def flatten(self, update) -> np.ndarray:
+        plan = self.plan
+        parts = list(update) if isinstance(update, (list, tuple)) else [update]
+        if len(parts) != len(plan.shapes):
+            raise InvalidInput(f"update has {len(parts)} tensors; the plan expects {len(plan.shapes)}")
+        flat = []
+        for i, (part, shape) in enumerate(zip(parts, plan.shapes)):
+            if not isinstance(part, np.ndarray):
+                raise InvalidInput(f"tensor {i} must be a NumPy array, got {type(part).__name__}")
+            if part.shape != shape:
+                raise InvalidInput(f"tensor {i} has shape {part.shape}; expected {shape}")
+            if not (np.issubdtype(part.dtype, np.floating) or np.issubdtype(part.dtype, np.integer)) \
+                    or part.dtype == np.bool_:
+                raise InvalidInput(f"tensor {i} has dtype {part.dtype}; expected a real number type")
+            values = part.astype(np.float64).ravel()
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise InvalidInput(
+                    f"tensor {i} has {int(bad.sum())} non-finite value(s) "
+                    f"(first at flat index {int(np.flatnonzero(bad)[0])})"
+                )
+            flat.append(values)
+        return np.concatenate(flat)
+
+
+@dataclass(frozen=True, slots=True)
+class DPAggregate:
+    """The decoded sum: tensors in the plan's shapes, the flat vector, the (noised) clip count."""
+
+    tensors: list[np.ndarray]
+    flat: np.ndarray
+    clipped_count: float
+    centred: np.ndarray = field(repr=False)  # the centred-lifted ring sum, integer units
+    contributors: int = 0
+
+
+class DPDecoder:
+    def __init__(self, plan: DPPlan) -> None:
+        self.plan = plan
+
+    def decode(self, ring_sum: np.ndarray, contributors: int) -> DPAggregate:
+        plan = self.plan
+        if ring_sum.shape != (plan.ring_dim,):
+            raise InvalidInput(f"ring sum has shape {ring_sum.shape}; expected ({plan.ring_dim},)")
+        centred = ring_sum.astype(np.int64)
+        half = 1 << (plan.bits - 1)
+        centred[centred >= half] -= 1 << plan.bits
+        body = centred[:-1].astype(np.float64) * plan.gamma
+        flat = rotation.unrotate(body, plan.rotation_seed, plan.dim) if plan.rotate else body
+        tensors, start = [], 0
+        for shape in plan.shapes:
+            size = int(np.prod(shape))
+            tensors.append(flat[start : start + size].reshape(shape))
+            start += size
+        return DPAggregate(tensors=tensors, flat=flat, clipped_count=centred[-1] / plan.flag_scale,
+                           centred=centred, contributors=contributors)

@@ -1,0 +1,63 @@
+"""Test data and attackers for simulated rounds on the privacy layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secagg.errors import ConfigurationError
+from secagg.privacy.encoder import DPEncoder, DPPlan
+
+ATTACKS = ("scale", "noise", "signflip")
+
+
+def make_update(seed: int | None, client: int, plan: DPPlan) -> np.ndarray:
+    """A client's update: a random direction with norm uniform in [0.5 C, 2 C].
+
+    The clip norm is usually set below the typical update norm (as adaptive clipping does, near
+    the median), so most honest clients clip."""
+    gen = np.random.default_rng(None if seed is None else [seed, client, 7])
+    v = gen.normal(size=plan.dim)
+    return v / np.linalg.norm(v) * plan.clip * gen.uniform(0.5, 2.0)
+
+
+class RecordingEncoder(DPEncoder):
+    """An honest encoder that also remembers the clipped update it encoded (the simulator's
+    reference sum)."""
+
+    def encode(self, update, *, clip: bool = True) -> np.ndarray:
+        x = self.flatten(update)
+        norm = float(np.linalg.norm(x))
+        self.sent_value = x * (self.plan.clip / norm) if clip and norm > self.plan.clip else x
+        return super().encode(update, clip=clip)
+
+
+class AttackEncoder(RecordingEncoder):
+    """A malicious client: transforms its update and (for scale and noise) skips clipping."""
+
+    def __init__(self, plan: DPPlan, attack: str, **kw) -> None:
+        super().__init__(plan, **kw)
+        self.attack = attack
+
+    def encode(self, update, *, clip: bool = True) -> np.ndarray:
+        x = self.flatten(update)
+        if self.attack == "scale":
+            return super().encode(x * 100.0, clip=False)
+        if self.attack == "noise":
+            noise = np.random.default_rng().normal(0.0, 10.0, x.size)
+            return super().encode(x + noise, clip=False)
+        return super().encode(-x, clip=True)  # signflip: within the clip bound
+
+
+def attack_encoders(plan: DPPlan, clients: int, malicious: int, attack: str | None, seed, rng_for):
+    if malicious and attack not in ATTACKS:
+        raise ConfigurationError(f"--malicious needs --attack, one of {ATTACKS}")
+    if not 0 <= malicious <= clients:
+        raise ConfigurationError(f"malicious clients must lie in [0, {clients}], got {malicious}")
+    gen = np.random.default_rng(None if seed is None else [seed, 99])
+    bad = sorted(int(c) for c in gen.choice(np.arange(1, clients + 1), size=malicious, replace=False))
+    encoders = {
+        c: (AttackEncoder(plan, attack, rng=rng_for(f"dp {c}")) if c in bad
+            else RecordingEncoder(plan, rng=rng_for(f"dp {c}")))
+        for c in range(1, clients + 1)
+    }
+    return encoders, bad

@@ -1,0 +1,342 @@
+"""The privacy layer: rotation, noise, encoding, accounting, budgets, checks and attacks."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from secagg import simulate
+from secagg.errors import ConfigurationError, InvalidInput, PrivacyBudgetExhausted
+from secagg.privacy import (
+    DPDecoder,
+    DPEncoder,
+    DPPlan,
+    PlausibilityChecks,
+    PrivacyBudget,
+    gaussian_epsilon,
+)
+from secagg.privacy import noise, rotation
+from secagg.privacy.accounting import Mechanism, RoundMechanism, calibrate, epsilon
+from secagg.crypto.randomness import DeterministicRandom
+
+# --- rotation and noise -------------------------------------------------------------------------
+
+
+def test_rotation_is_orthogonal_and_inverts():
+    gen = np.random.default_rng(1)
+    for d in (1, 7, 64, 1000):
+        x = gen.normal(size=d)
+        y = rotation.rotate(x, b"\x01" * 32)
+        assert y.size == rotation.padded_dim(d)
+        assert math.isclose(np.linalg.norm(y), np.linalg.norm(x), rel_tol=1e-12)
+        assert np.allclose(rotation.unrotate(y, b"\x01" * 32, d), x, atol=1e-12)
+
+
+def test_rotation_flattens_a_spike():
+    x = np.zeros(1024)
+    x[3] = 1.0
+    y = rotation.rotate(x, bytes(32))
+    assert np.allclose(np.abs(y), 1 / 32)
+
+
+@pytest.mark.parametrize("sigma", [0.8, 3.0, 25.0])
+def test_discrete_gaussian_moments(sigma):
+    gen = np.random.Generator(np.random.PCG64(7))
+    s = noise.discrete_gaussian(gen, sigma, 400_000)
+    assert s.dtype == np.int64
+    assert abs(s.mean()) < 5 * sigma / math.sqrt(s.size)
+    # Var(N_Z(0, sigma^2)) <= sigma^2, and is within 1e-6 of it once sigma >= 2.
+    target = sigma**2 if sigma >= 2 else np.sum(np.arange(-50, 51) ** 2 * np.exp(-np.arange(-50, 51) ** 2 / (2 * sigma**2))) \
+        / np.sum(np.exp(-np.arange(-50, 51) ** 2 / (2 * sigma**2)))
+    assert abs(s.var() / target - 1) < 0.02
+
+
+def test_discrete_gaussian_pmf_matches_the_definition():
+    gen = np.random.Generator(np.random.PCG64(11))
+    sigma = 1.5
+    s = noise.discrete_gaussian(gen, sigma, 300_000)
+    support = np.arange(-8, 9)
+    pmf = np.exp(-(support**2) / (2 * sigma**2))
+    pmf /= pmf.sum()
+    counts = np.array([(s == k).sum() for k in support])
+    assert stats.chisquare(counts, pmf * counts.sum()).pvalue > 1e-4
+
+
+def test_skellam_moments():
+    gen = np.random.Generator(np.random.PCG64(3))
+    s = noise.skellam(gen, 50.0, 400_000)
+    assert abs(s.mean()) < 0.1 and abs(s.var() / 50 - 1) < 0.02
+
+
+def test_noise_generator_is_seeded_from_the_randomness_source():
+    a = noise.generator(DeterministicRandom("x")).integers(0, 2**62)
+    b = noise.generator(DeterministicRandom("x")).integers(0, 2**62)
+    c = noise.generator().integers(0, 2**62)
+    assert a == b and a != c
+
+
+# --- plan, encoder, decoder ---------------------------------------------------------------------
+
+
+def _plan(**kw):
+    args = dict(clip=1.0, noise_multiplier=1.0, min_clients=20, max_clients=30,
+                rotation_seed=b"\x02" * 32)
+    args.update(kw)
+    shapes = args.pop("shapes", 100)
+    return DPPlan.create(shapes, **args)
+
+
+def test_auto_bits_is_the_smallest_width_holding_the_sum():
+    plan = _plan()
+    assert plan.wrap_bound() < 2 ** (plan.bits - 1)
+    assert plan.wrap_bound() >= 2 ** (plan.bits - 2)  # one bit fewer would not do
+    assert plan.ring_dim == 128 + 1
+
+
+def test_given_bits_choose_the_finest_safe_scale():
+    plan = _plan(bits=16)
+    assert plan.bits == 16
+    assert plan.wrap_bound() <= 2**15 - 1
+    assert plan.wrap_bound() > 0.99 * (2**15 - 1)
+
+
+def test_infeasible_plans_are_refused_with_what_to_change():
+    with pytest.raises(ConfigurationError, match=r"use bits >= \d+"):
+        _plan(bits=6, max_clients=1000)
+    with pytest.raises(ConfigurationError, match="clip"):
+        _plan(clip=float("nan"))
+    with pytest.raises(ConfigurationError, match="min_clients"):
+        _plan(min_clients=40, max_clients=30)
+    with pytest.raises(ConfigurationError, match="bits"):
+        _plan(bits=70)
+
+
+def test_encoding_without_noise_decodes_to_the_clipped_sum():
+    plan = _plan(noise_multiplier=0.0, shapes=((3, 4), (5,)))
+    gen = np.random.default_rng(0)
+    updates = [[gen.normal(size=(3, 4)) * 0.1, gen.normal(size=5) * 0.1] for _ in range(10)]
+    updates[0] = [u * 100 for u in updates[0]]  # this one clips
+    encs = [DPEncoder(plan, rng=DeterministicRandom(str(i))) for i in range(10)]
+    ring = sum(e.encode(u).astype(np.uint64) for e, u in zip(encs, updates)) & np.uint64(2**plan.bits - 1)
+    agg = DPDecoder(plan).decode(ring, 10)
+    clipped = []
+    for u in updates:
+        flat = np.concatenate([t.ravel() for t in u])
+        n = np.linalg.norm(flat)
+        clipped.append(flat * min(1.0, plan.clip / n))
+    true = np.sum(clipped, axis=0)
+    assert [t.shape for t in agg.tensors] == [(3, 4), (5,)]
+    # Each client's rounding moves each rotated coordinate by under gamma.
+    assert np.linalg.norm(agg.flat - true) <= 10 * plan.gamma * math.sqrt(plan.noise_dim)
+    assert agg.clipped_count == 1.0
+    assert encs[0].clipped and not encs[1].clipped
+
+
+def test_conditional_rounding_meets_the_published_bound():
+    plan = _plan(noise_multiplier=0.0, shapes=64, beta=0.5)
+    enc = DPEncoder(plan)
+    x = np.ones(64) * 10  # clips to norm C
+    for _ in range(20):
+        ring = enc.encode(x).astype(np.int64)
+        ring[ring >= 2 ** (plan.bits - 1)] -= 2**plan.bits
+        assert np.linalg.norm(ring[:-1]) <= plan.norm_bound
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ([np.array([np.nan] + [0.0] * 99)], "non-finite"),
+        ([np.zeros(99)], "shape"),
+        ([np.zeros(100), np.zeros(3)], "2 tensors"),
+        ([np.zeros(100, dtype=complex)], "dtype"),
+        (["not an array"], "NumPy array"),
+    ],
+)
+def test_bad_updates_are_refused_before_anything_is_encoded(update, message):
+    with pytest.raises(InvalidInput, match=message):
+        DPEncoder(_plan()).encode(update)
+
+
+# --- accounting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["ddgauss", "skellam"])
+def test_discrete_mechanisms_approach_the_gaussian_at_high_scale(mechanism):
+    # Fine resolution (gamma small) and large per-client noise: the discrete mechanism's epsilon
+    # is within a few percent of dp-accounting's continuous Gaussian at the same multiplier.
+    plan = _plan(mechanism=mechanism, bits=40, shapes=1000, flag_weight=0.01)
+    discrete = plan.epsilon(rounds=10, sampling=1.0, delta=1e-5)
+    continuous = gaussian_epsilon(1.0, rounds=10, sampling=1.0, delta=1e-5)
+    assert continuous <= discrete <= 1.05 * continuous
+
+
+def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_sampling():
+    plan = _plan()
+    e1 = plan.epsilon(rounds=1, delta=1e-5)
+    e10 = plan.epsilon(rounds=10, delta=1e-5)
+    sampled = plan.epsilon(rounds=10, sampling=0.1, delta=1e-5)
+    noisier = _plan(noise_multiplier=2.0).epsilon(rounds=10, delta=1e-5)
+    assert e1 < e10 and sampled < e10 and noisier < e10
+
+
+def test_calibration_inverts_epsilon():
+    def eps(z):
+        return _plan(noise_multiplier=z).epsilon(rounds=5, sampling=0.5, delta=1e-5)
+
+    z = calibrate(eps, 2.0)
+    assert eps(z) <= 2.0 < eps(z * 0.99)
+
+
+def test_no_noise_means_no_privacy():
+    mech = RoundMechanism(mechanism=Mechanism.DISTRIBUTED_DISCRETE_GAUSSIAN, l2_sensitivity=1,
+                          l1_sensitivity=1, local_variance=0.0, noise_clients=10, dim=10)
+    assert epsilon(mech, rounds=1, sampling=1.0, delta=1e-5) == math.inf
+
+
+def test_cli_privacy_json():
+    out = subprocess.run([sys.executable, "-m", "secagg", "privacy", "--clip", "1", "--noise-multiplier",
+                          "1.2", "--clients", "50", "--rounds", "10", "--sampling", "0.5", "--delta",
+                          "1e-5", "--dim", "500", "--json"], capture_output=True, text=True, check=True)
+    obj = json.loads(out.stdout)
+    assert obj["epsilon"] > obj["gaussian_epsilon"] > 0 and obj["bits"] >= 8
+    out = subprocess.run([sys.executable, "-m", "secagg", "privacy", "--clip", "1", "--target-epsilon",
+                          "3", "--clients", "50", "--rounds", "10", "--delta", "1e-5", "--json"],
+                         capture_output=True, text=True, check=True)
+    obj = json.loads(out.stdout)
+    assert obj["epsilon"] <= 3.0 and obj["noise_multiplier"] > 0
+
+
+# --- budget -------------------------------------------------------------------------------------
+
+
+def test_budget_refuses_a_round_before_the_client_sends_anything():
+    from secagg.config import RoundConfig
+    from secagg.messages import AdvertiseKeysRequest
+    from secagg.protocol.client import Client
+    from secagg.protocol.states import ClientState
+
+    plan = _plan()
+    one, two = plan.epsilon(rounds=1, delta=1e-6), plan.epsilon(rounds=2, delta=1e-6)
+    budget = PrivacyBudget(epsilon_budget=(one + two) / 2, delta=1e-6)  # room for one round
+    config = RoundConfig.create(30, plan.ring_dim, bits=plan.bits, levels=0, dropout_rate=0.1)
+    req = AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config)
+    first = Client(1, encoder=DPEncoder(plan, budget=budget))
+    assert first.receive(req)  # the first round fits
+    second = Client(1, encoder=DPEncoder(plan, budget=budget))
+    with pytest.raises(PrivacyBudgetExhausted, match="client 1, round 0: .* over the budget"):
+        second.receive(req)
+    assert second.state is ClientState.AWAIT_CONFIG and budget.rounds == 1
+
+
+def test_client_with_a_mismatched_plan_refuses_the_round():
+    from secagg.config import RoundConfig
+    from secagg.messages import AdvertiseKeysRequest
+    from secagg.protocol.client import Client
+
+    plan = _plan()
+    config = RoundConfig.create(30, plan.ring_dim + 1, bits=plan.bits, levels=0, dropout_rate=0.1)
+    req = AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config)
+    with pytest.raises(ConfigurationError, match="does not match the privacy plan"):
+        Client(1, encoder=DPEncoder(plan)).receive(req)
+
+
+# --- checks and attacks -------------------------------------------------------------------------
+
+
+def _honest_aggregate(plan, m, gen, seed):
+    encs = [DPEncoder(plan, rng=DeterministicRandom(f"{seed}-{i}")) for i in range(m)]
+    updates = [gen.normal(size=plan.dim) for _ in range(m)]
+    updates = [u / np.linalg.norm(u) * plan.clip * gen.uniform(0.5, 2.0) for u in updates]
+    ring = sum(e.encode(u).astype(np.uint64) for e, u in zip(encs, updates)) & np.uint64(2**plan.bits - 1)
+    return DPDecoder(plan).decode(ring, m)
+
+
+@pytest.mark.parametrize("rate", [1e-2, 1e-6])
+def test_honest_rounds_false_alarm_at_most_at_the_stated_rate(rate):
+    plan = _plan(shapes=32, min_clients=8, max_clients=10)
+    checks = PlausibilityChecks(plan, false_alarm=rate)
+    gen = np.random.default_rng(5)
+    rounds = 1000
+    alarms = {name: 0 for name in ("min_contributors", "l2_norm", "linf", "wrap", "clipped_count")}
+    for r in range(rounds):
+        for res in checks.run(_honest_aggregate(plan, 10, gen, r)).results:
+            alarms[res.name] += not res.passed
+    limit = stats.binom.ppf(0.999, rounds, rate)  # what the stated rate allows, with 0.1% slack
+    assert all(count <= limit for count in alarms.values()), alarms
+
+
+def _sim(attack=None, malicious=0, seed=4, **kw):
+    plan = DPPlan.create(400, clip=1.0, noise_multiplier=1.0, min_clients=45, max_clients=50)
+
+    def inputs(c):  # updates whose raw norm is at least C, as when C sits below the median
+        g = np.random.default_rng([seed, c])
+        v = g.normal(size=plan.dim)
+        return v / np.linalg.norm(v) * g.uniform(1.0, 2.0)
+
+    return simulate(50, 0, privacy=plan, inputs=inputs, malicious=malicious, attack=attack,
+                    seed=seed, **kw)
+
+
+def test_one_scaling_attacker_among_50_is_rejected():
+    report = _sim("scale", 1)
+    assert report.exact and report.rejected
+    failed = {c["name"] for c in report.checks if not c["passed"]}
+    assert "l2_norm" in failed
+    assert report.aggregate is None  # a rejected round returns no aggregate
+
+
+def test_a_noise_attacker_is_rejected():
+    report = _sim("noise", 1)
+    assert report.rejected and {"l2_norm", "wrap"} <= {c["name"] for c in report.checks if not c["passed"]}
+
+
+def test_a_sign_flip_within_the_clip_bound_is_not_detectable():
+    report = _sim("signflip", 1)
+    assert report.exact and not report.rejected
+    assert all(c["passed"] for c in report.checks)
+
+
+def test_honest_round_passes_and_reports_every_check():
+    report = _sim(dropout=0.05)
+    assert not report.rejected and report.aggregate is not None
+    assert {c["name"] for c in report.checks} == {"min_contributors", "l2_norm", "linf", "wrap", "clipped_count"}
+    for c in report.checks:
+        assert set(c) >= {"name", "passed", "value", "bound"}
+    assert abs(report.dp["clipped_count"] - report.dp["clipped_true"]) < 20
+
+
+def test_warn_policy_keeps_the_aggregate():
+    plan = DPPlan.create(400, clip=1.0, noise_multiplier=1.0, min_clients=45, max_clients=50)
+    warn = PlausibilityChecks(plan, policies={"l2_norm": "warn", "wrap": "warn", "linf": "warn"})
+    report = simulate(50, 0, privacy=plan, malicious=1, attack="noise", seed=2, checks=warn)
+    assert not report.rejected and any(not c["passed"] for c in report.checks)
+
+
+def test_min_contributors_and_drift_checks():
+    plan = _plan(shapes=32, min_clients=8, max_clients=10)
+    gen = np.random.default_rng(1)
+    agg = _honest_aggregate(plan, 10, gen, 0)
+    report = PlausibilityChecks(plan, min_aggregate=11).run(agg, history=[agg.flat * 0.01])
+    by_name = {r.name: r for r in report.results}
+    assert not by_name["min_contributors"].passed and by_name["min_contributors"].policy == "reject"
+    assert not by_name["drift"].passed and by_name["drift"].policy == "warn"
+
+
+def test_skellam_round_through_the_protocol():
+    plan = DPPlan.create(300, clip=1.0, noise_multiplier=1.0, min_clients=18, max_clients=20,
+                         mechanism="skellam")
+    report = simulate(20, 0, privacy=plan, seed=8)
+    assert report.exact and not report.rejected
+
+
+def test_cli_simulate_attack_json_shows_the_checks():
+    out = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "30", "--dim", "300",
+                          "--dp", "--malicious", "1", "--attack", "noise", "--seed", "1", "--json"],
+                         capture_output=True, text=True)
+    obj = json.loads(out.stdout)
+    assert out.returncode == 5 and obj["rejected"] and obj["malicious"]
+    assert any(c["name"] == "l2_norm" and not c["passed"] for c in obj["checks"])
