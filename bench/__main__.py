@@ -36,9 +36,20 @@ ROOT = Path(__file__).resolve().parent.parent
 GRID_CLIENTS = (100, 1000)
 GRID_DIMS = (10_000, 100_000, 1_000_000)
 GRID_DROPOUTS = (0.0, 0.1, 0.3)
-# Flower keeps every vector and reconstructs in pure Python; above this n*d a run takes hours
-# or more memory than the machine has, so the peer is skipped there (and the report says so).
+# Flower keeps every vector and reconstructs in pure Python. Past these sizes one of its rounds
+# takes over 20 minutes (n = 1000, d = 10^5) or more memory than the machine has, so the peer is
+# skipped there, and the report says so.
 PEER_MAX_WORK = 10**8
+PEER_MAX_WORK_LARGE_N = 10**7  # for n > 100
+
+
+def peer_skip_reason(clients: int, dim: int) -> str | None:
+    work = clients * dim
+    if work > PEER_MAX_WORK:
+        return f"n*d = {work:,} exceeds {PEER_MAX_WORK:,} (hours of pure-Python work, >10 GB)"
+    if clients > 100 and work > PEER_MAX_WORK_LARGE_N:
+        return f"n = {clients:,} with n*d = {work:,}: over 20 minutes per Flower round"
+    return None
 
 
 # --- the machine's limits ---------------------------------------------------------------------
@@ -127,8 +138,8 @@ def run_scenario(clients: int, dim: int, dropout: float, drop_stage: str, limits
 
         if flower_peer.available() is None:
             row["peer_skipped"] = "flwr is not installed (pip install -e '.[bench]')"
-        elif clients * dim > PEER_MAX_WORK:
-            row["peer_skipped"] = f"n*d = {clients * dim:,} exceeds {PEER_MAX_WORK:,} (hours, >10 GB)"
+        elif peer_skip_reason(clients, dim):
+            row["peer_skipped"] = peer_skip_reason(clients, dim)
         else:
             k, t = peer_parameters(clients, dropout)
             log(f"  flower  n={clients:>6} d={dim:>9,} dropout={dropout:.2f} (num_shares {k}, t {t}) ...")
@@ -200,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per scenario, each in a fresh process; times are the median")
     parser.add_argument("--no-targets", action="store_true", help="skip the target checks")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the scenarios already in OUT/rows.jsonl (written as each completes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per scenario")
     parser.add_argument("--out", type=Path, default=None, help="write results.json, results.md, plots")
     args = parser.parse_args(argv)
@@ -228,12 +241,32 @@ def main(argv: list[str] | None = None) -> int:
         return cache[dim]
 
     log("secagg benchmark on " + machine()["cpu"])
+    done: dict[tuple, dict] = {}
+    stream = None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        rows_file = args.out / "rows.jsonl"
+        if args.resume and rows_file.exists():
+            for line in rows_file.read_text().splitlines():
+                r = json.loads(line)
+                done[(r["clients"], r["dim"], r["dropout"], r["drop_stage"])] = r
+            log(f"resuming: {len(done)} scenarios already measured in {rows_file}")
+        stream = rows_file.open("a" if args.resume else "w")
     rows = []
     for n, d, f in scenarios:
-        row = run_scenario(n, d, f, args.drop_stage, limits_for(d), args.peer, log, args.repeat)
+        key = (n, d, f, args.drop_stage)
+        if key in done and (args.peer is None or "peer_server_seconds" in done[key] or "peer_skipped" in done[key]):
+            row = done[key]
+        else:
+            row = run_scenario(n, d, f, args.drop_stage, limits_for(d), args.peer, log, args.repeat)
+            if stream:
+                stream.write(json.dumps(row) + "\n")
+                stream.flush()
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
+    for n, d, _ in scenarios:
+        limits_for(d)  # resumed rows still get this run's limits in the report
     targets = {} if (single or args.no_targets) else run_targets(limits_for, rows, log)
     results = {"machine": machine(), "limits": list(cache.values()), "scenarios": rows, "targets": targets}
 
@@ -243,7 +276,6 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table(results))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "results.md").write_text(markdown(results))
         written = plots(results, args.out)

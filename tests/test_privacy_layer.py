@@ -340,3 +340,23 @@ def test_cli_simulate_attack_json_shows_the_checks():
     obj = json.loads(out.stdout)
     assert out.returncode == 5 and obj["rejected"] and obj["malicious"]
     assert any(c["name"] == "l2_norm" and not c["passed"] for c in obj["checks"])
+
+
+def test_privacy_plan_vector():
+    from conftest import load_vectors
+
+    v = load_vectors("privacy_plan.json")
+    seed = bytes.fromhex(v["rotation_seed"])
+    common = dict(clip=v["clip"], noise_multiplier=v["noise_multiplier"], min_clients=v["min_clients"],
+                  max_clients=v["max_clients"], rotation_seed=seed)
+    plan = DPPlan.create(tuple(map(tuple, v["shapes"])), **common)
+    auto = v["auto"]
+    assert (plan.bits, plan.flag_scale) == (auto["bits"], auto["flag_scale"])
+    for key, value in (("gamma", plan.gamma), ("wrap_bound", plan.wrap_bound()), ("norm_bound", plan.norm_bound)):
+        assert math.isclose(value, auto[key], rel_tol=1e-9), key
+    assert math.isclose(plan.epsilon(rounds=1, delta=1e-5), auto["epsilon_1_round"], rel_tol=1e-6)
+    assert math.isclose(plan.epsilon(rounds=10, sampling=0.5, delta=1e-5), auto["epsilon_10_rounds_q05"], rel_tol=1e-6)
+    fixed = DPPlan.create(tuple(map(tuple, v["shapes"])), bits=20, **common)
+    assert math.isclose(fixed.gamma, v["bits_20"]["gamma"], rel_tol=1e-9)
+    assert [int(s) for s in rotation.signs(seed, 32)] == v["signs"]
+    assert np.allclose(rotation.rotate(np.array(v["input"]), seed), v["rotated"], rtol=1e-12, atol=1e-15)
