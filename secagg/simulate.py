@@ -115,7 +115,8 @@ class SimulationReport:
                 f"  privacy: {self.dp['mechanism']}, clip {self.dp['clip']}, noise multiplier "
                 f"{self.dp['noise_multiplier']}, m_min {self.dp['min_clients']}: epsilon "
                 f"{self.dp['epsilon']:.4g} at delta {self.dp['delta']} for this round; clipped "
-                f"clients (noised) {self.dp['clipped_count']:.1f}"
+                f"clients (noised) {self.dp['clipped_count']:.1f} +- {self.dp['clipped_count_std']:.1f} "
+                f"(true {self.dp['clipped_true']})"
             )
         if self.malicious:
             lines.append(f"  malicious clients ({self.dp.get('attack')}): {self.malicious}")
@@ -366,6 +367,7 @@ def simulate(
                 "bits": privacy.bits, "gamma": privacy.gamma, "delta": delta,
                 "epsilon": privacy.epsilon(rounds=1, delta=delta),
                 "clipped_count": aggregate.clipped_count,
+                "clipped_count_std": privacy.clip_count_std(m),
                 "clipped_true": sum(bool(encoders[c].clipped) for c in result.contributors),
                 "attack": attack},
             checks=report.as_list(), rejected=report.rejected, reject_reasons=report.reasons,

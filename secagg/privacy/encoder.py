@@ -106,6 +106,10 @@ class DPPlan:
         adds flag_scale^2 to the squared sensitivity (a few percent of epsilon at the default)."""
         return max(1, round(self.flag_weight * self.clip / self.gamma))
 
+    def clip_count_std(self, contributors: int) -> float:
+        """Standard deviation of the noised clipped-client count over ``contributors`` clients."""
+        return math.sqrt(contributors * self.local_variance) / self.flag_scale
+
     def round_mechanism(self) -> RoundMechanism:
         l2 = math.sqrt(self.norm_bound**2 + self.flag_scale**2)
         return RoundMechanism(
