@@ -61,14 +61,13 @@ def largest_feasible(plan_for, low: float = 1e-3, high: float = 1e3) -> float | 
         except ConfigurationError:
             return False
 
+    from secagg.privacy.accounting import log_bisect
+
     if not fits(low):
         return None
     if fits(high):
         return high
-    for _ in range(60):
-        mid = (low * high) ** 0.5
-        low, high = (mid, high) if fits(mid) else (low, mid)
-    return low
+    return log_bisect(lambda z: not fits(z), low, high)[0]
 
 
 def run(clients: int, dim: int, epsilon: float, delta: float, trials: int, clip: float = 1.0,

@@ -149,8 +149,20 @@ def _check(rounds: int, sampling: float, delta: float) -> None:
         raise ConfigurationError(f"delta must lie in (0, 1), got {delta!r}")
 
 
+def log_bisect(accept, low: float, high: float, *, rel_tol: float = 1e-9) -> tuple[float, float]:
+    """Bisection in log space for a monotone ``accept`` (False at ``low``, True at ``high``).
+
+    Returns (largest rejected, smallest accepted) found, within a factor of 1 + rel_tol."""
+    for _ in range(200):
+        if high / low < 1 + rel_tol:
+            break
+        mid = math.sqrt(low * high)
+        low, high = (low, mid) if accept(mid) else (mid, high)
+    return low, high
+
+
 def calibrate(epsilon_of_z, target_epsilon: float, *, low: float = 1e-3, high: float = 1e3) -> float:
-    """The smallest noise multiplier z with epsilon_of_z(z) <= target (bisection in log space)."""
+    """The smallest noise multiplier z with epsilon_of_z(z) <= target (within 0.01%)."""
     if target_epsilon <= 0:
         raise ConfigurationError(f"target epsilon must be > 0, got {target_epsilon}")
     if epsilon_of_z(high) > target_epsilon:
@@ -158,12 +170,4 @@ def calibrate(epsilon_of_z, target_epsilon: float, *, low: float = 1e-3, high: f
             f"even noise multiplier {high} does not reach epsilon {target_epsilon}: lower the "
             "number of rounds or the sampling rate, or raise delta"
         )
-    for _ in range(60):
-        mid = math.sqrt(low * high)
-        if epsilon_of_z(mid) > target_epsilon:
-            low = mid
-        else:
-            high = mid
-        if high / low < 1 + 1e-4:
-            break
-    return high
+    return log_bisect(lambda z: epsilon_of_z(z) <= target_epsilon, low, high, rel_tol=1e-4)[1]

@@ -36,6 +36,7 @@ from secagg.privacy.accounting import (
     RoundMechanism,
     epsilon,
     inflated_l2,
+    log_bisect,
 )
 from secagg.quantize import MAX_BITS, ring_dtype
 
@@ -195,16 +196,8 @@ class DPPlan:
                     f"{bits} bits cannot hold the sum of {max_clients} clients without wrapping "
                     f"(probability target {wrap_probability}); use bits >= {need} or fewer clients"
                 )
-            lo, hi = clip * 1e-12, coarsest  # bound() decreases as gamma grows
-            for _ in range(200):
-                mid = math.sqrt(lo * hi)
-                if bound(mid) > limit:
-                    lo = mid
-                else:
-                    hi = mid
-                if hi / lo < 1 + 1e-9:
-                    break
-            gamma = hi
+            # bound() decreases as gamma grows: the finest gamma that fits.
+            gamma = log_bisect(lambda g: bound(g) <= limit, clip * 1e-12, coarsest)[1]
         return cls(
             shapes=shapes, clip=float(clip), noise_multiplier=float(noise_multiplier),
             mechanism=mechanism, min_clients=min_clients, max_clients=max_clients, bits=bits,
