@@ -182,7 +182,10 @@ class Server:
             self._handle(msg)
         except RemoteProtocolError as exc:
             self._fault(sender)
-            raise type(exc)(str(exc), client=sender, round=msg.round, state=self.phase.value) from None
+            text = str(exc)
+            if f"round {self.phase.value}" not in text:
+                text += f" (round {self.phase.value}; client {sender} is now excluded)"
+            raise type(exc)(text, client=sender, round=msg.round, state=self.phase.value) from None
         self.peers[sender] = next_state
         self._awaiting.discard(sender)
         return self._maybe_close()
