@@ -92,6 +92,9 @@ def server_limit(limits: dict, dim: int, expansions: int, contributors: int, wor
 # --- running scenarios ------------------------------------------------------------------------
 
 
+PEER_TIMEOUT_SECONDS = 600
+
+
 def worker(*args: str, timeout: float = 3600) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.worker", *args], capture_output=True, text=True,
                          cwd=ROOT, timeout=timeout)
@@ -143,8 +146,12 @@ def run_scenario(clients: int, dim: int, dropout: float, drop_stage: str, limits
         else:
             k, t = peer_parameters(clients, dropout)
             log(f"  flower  n={clients:>6} d={dim:>9,} dropout={dropout:.2f} (num_shares {k}, t {t}) ...")
-            p = worker("flower", "--clients", str(clients), "--dim", str(dim), "--dropout", str(dropout),
-                       "--num-shares", str(k), "--threshold", str(t))
+            try:
+                p = worker("flower", "--clients", str(clients), "--dim", str(dim), "--dropout", str(dropout),
+                           "--num-shares", str(k), "--threshold", str(t), timeout=PEER_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                row["peer_skipped"] = f"Flower did not finish within {PEER_TIMEOUT_SECONDS} s"
+                return row
             row.update({key: p[key] for key in ("peer_client_seconds_median", "peer_server_seconds",
                                                 "peer_correct", "peer_version")})
             row["peer_peak_rss_bytes"] = p["peak_rss_bytes"]

@@ -49,7 +49,9 @@ def _target_lines(results: dict) -> list[str]:
                      f"(n = 10,000 exact: {s['n10000_exact']}, peak RSS {s['n10000_peak_rss_bytes'] / 2**20:.0f} MB)")
     for r in results["scenarios"]:
         if "peer_skipped" in r:
-            lines.append(f"peer skipped at n = {r['clients']:,}, d = {r['dim']:,}: {r['peer_skipped']}")
+            line = f"peer skipped at n = {r['clients']:,}, d = {r['dim']:,}, dropout {r['dropout']}: {r['peer_skipped']}"
+            if line not in lines:
+                lines.append(line)
     return lines
 
 
