@@ -280,12 +280,11 @@ def simulate(
             client = parties[recipient]
             if silent(recipient, phase) or client.finished:
                 continue
-            t0 = time.perf_counter()
             x = None
             if peek_type(frame) is MaskedInputRequest:
-                t_make = time.perf_counter()
                 x = np.asarray(make(recipient))  # the client's training, not protocol cost
-                t0 += time.perf_counter() - t_make
+            t0 = time.perf_counter()
+            if x is not None:
                 client.provide_input(x)
                 q = client.quantized_input
             replies = [encode(m) for m in client.receive_data(frame)]

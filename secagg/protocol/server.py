@@ -104,7 +104,6 @@ class Server:
         self._rng = rng
         self._graph = config.graph
         self._started = False
-        self._public_keys: dict[int, tuple[bytes, bytes]] = {}
         self._advertised: dict[int, NeighbourKeys] = {}  # built once, sent to every neighbour
         # recipient -> sender -> the ciphertext, already in the form forwarded to the recipient
         self._inboxes: dict[int, dict[int, EncryptedShares]] = {}
@@ -283,7 +282,6 @@ class Server:
     def _handle(self, msg: Message) -> None:
         match msg:
             case AdvertiseKeys():
-                self._public_keys[msg.sender] = (msg.encryption_key, msg.mask_key)
                 self._advertised[msg.sender] = NeighbourKeys(
                     client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key
                 )
@@ -441,7 +439,7 @@ class Server:
             private_keys = shamir.reconstruct_many([self._key_shares[u] for u in dropped], t)
         except ShamirError as exc:
             return self._abort(f"secret reconstruction failed: {exc}")
-        wrong = [u for u, sk in zip(dropped, private_keys) if kex.public_key(sk) != self._public_keys[u][1]]
+        wrong = [u for u, sk in zip(dropped, private_keys) if kex.public_key(sk) != self._advertised[u].mask_key]
         if wrong:
             return self._abort(
                 f"the reconstructed mask keys of clients {wrong} do not match the keys they advertised",
@@ -456,7 +454,7 @@ class Server:
                 key = kex.load_private(sk)
                 for v in self._live_neighbours(u, self._u3):
                     seed = keys.pairwise_mask_seed(
-                        key, self._public_keys[v][1], session_id=cfg.session_id, round=cfg.round,
+                        key, self._advertised[v].mask_key, session_id=cfg.session_id, round=cfg.round,
                         a=u, b=v,
                     )
                     yield seed, -keys.mask_sign(v, u)  # v added sign(v, u) * PRG(s_uv)
