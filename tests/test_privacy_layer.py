@@ -290,8 +290,10 @@ def test_one_scaling_attacker_among_50_is_rejected():
 
 
 def test_a_noise_attacker_is_rejected():
+    # N(0, 10^2) per coordinate gives the sum a norm near 10 sqrt(d) = 200, far past the ~80 an
+    # honest round allows; whether a coordinate also crosses the wrap bound is chance.
     report = _sim("noise", 1)
-    assert report.rejected and {"l2_norm", "wrap"} <= {c["name"] for c in report.checks if not c["passed"]}
+    assert report.rejected and "l2_norm" in {c["name"] for c in report.checks if not c["passed"]}
 
 
 def test_a_sign_flip_within_the_clip_bound_is_not_detectable():

@@ -6,6 +6,7 @@ import numpy as np
 
 from secagg.errors import ConfigurationError
 from secagg.privacy.encoder import DPEncoder, DPPlan
+from secagg.privacy.noise import generator
 
 ATTACKS = ("scale", "noise", "signflip")
 
@@ -43,7 +44,7 @@ class AttackEncoder(RecordingEncoder):
         if self.attack == "scale":
             return super().encode(x * 100.0, clip=False)
         if self.attack == "noise":
-            noise = np.random.default_rng().normal(0.0, 10.0, x.size)
+            noise = generator(self._rng).normal(0.0, 10.0, x.size)  # reproducible under a fixed rng
             return super().encode(x + noise, clip=False)
         return super().encode(-x, clip=True)  # signflip: within the clip bound
 
