@@ -232,6 +232,24 @@ def test_budget_refuses_a_round_before_the_client_sends_anything():
     assert second.state is ClientState.AWAIT_CONFIG and budget.rounds == 1
 
 
+def test_a_refused_input_costs_no_budget_and_a_retry_is_charged_once():
+    from secagg.config import RoundConfig
+    from secagg.messages import AdvertiseKeysRequest
+    from secagg.protocol.client import Client
+
+    plan = _plan()
+    budget = PrivacyBudget(epsilon_budget=100.0, delta=1e-6)
+    config = RoundConfig.create(30, plan.ring_dim, bits=plan.bits, levels=0, dropout_rate=0.1)
+    req = AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config)
+    client = Client(1, np.full(100, np.nan), encoder=DPEncoder(plan, budget=budget))
+    with pytest.raises(InvalidInput, match="client 1, round 0: .*non-finite"):
+        client.receive(req)
+    assert budget.rounds == 0
+    client.provide_input(np.zeros(100))
+    assert client.receive(req)
+    assert budget.rounds == 1
+
+
 def test_client_with_a_mismatched_plan_refuses_the_round():
     from secagg.config import RoundConfig
     from secagg.messages import AdvertiseKeysRequest

@@ -221,14 +221,15 @@ class Client:
             raise self._refuse(
                 msg, f"threshold {config.threshold} is below this client's minimum {self._min_threshold}"
             )
-        if self._encoder is not None:
-            # Checks the plan matches and charges the privacy budget, before anything is sent.
-            self._encoder.begin_round(config, self.id)
-        elif config.levels == 0:
+        if self._encoder is None and config.levels == 0:
             raise self._refuse(msg, "the round expects privacy-layer encodings and this client has no encoder")
         self.config = config
         if self._raw_input is not None:
             self._quantize()  # bad input is refused here, before anything is sent
+        if self._encoder is not None:
+            # Checks the plan matches and charges the privacy budget: after the input is known to
+            # be usable (a refused input costs no budget), before anything is sent.
+            self._encoder.begin_round(config, self.id)
         c_private, c_public = kex.generate_keypair(self._rng)
         self._s_private, s_public = kex.generate_keypair(self._rng)
         self._c_key, self._s_key = kex.load_private(c_private), kex.load_private(self._s_private)
