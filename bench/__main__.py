@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -141,8 +140,8 @@ def run_scenario(clients: int, dim: int, dropout: float, drop_stage: str, limits
 
         if flower_peer.available() is None:
             row["peer_skipped"] = "flwr is not installed (pip install -e '.[bench]')"
-        elif peer_skip_reason(clients, dim):
-            row["peer_skipped"] = peer_skip_reason(clients, dim)
+        elif (reason := peer_skip_reason(clients, dim)) is not None:
+            row["peer_skipped"] = reason
         else:
             k, t = peer_parameters(clients, dropout)
             log(f"  flower  n={clients:>6} d={dim:>9,} dropout={dropout:.2f} (num_shares {k}, t {t}) ...")

@@ -32,7 +32,7 @@ def run_flower_secaggplus(
     clients: int, dim: int, dropout: float, num_shares: int, threshold: int, seed: int = 0
 ) -> dict:
     """One Flower SecAgg+ round. Returns client/server seconds and whether the sum was right."""
-    from flwr.app import Context, Message, RecordDict
+    from flwr.app import Context, RecordDict
     from flwr.client import ClientApp, NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.common import ndarrays_to_parameters

@@ -48,6 +48,7 @@ __all__ = [
     "SimulationReport",
     "Stage",
     "UnexpectedMessage",
+    "codec",
     "find_parameters",
     "full_graph_parameters",
     "simulate",

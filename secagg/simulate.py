@@ -19,7 +19,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -91,8 +91,7 @@ class SimulationReport:
     aggregate: object | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("result", "aggregate")}
-        return d
+        return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in ("result", "aggregate")}
 
     def summary(self) -> str:
         lines = [
