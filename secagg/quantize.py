@@ -50,6 +50,30 @@ def smallest_safe_bits(clients: int, levels: int) -> int:
     return max(MIN_BITS, (clients * levels).bit_length())
 
 
+# Real numbers only: float, signed and unsigned integer kinds. Booleans, complex numbers,
+# timedelta64 (which NumPy counts as an integer subtype), datetime64, strings and objects are refused.
+REAL_KINDS = "fiu"
+
+
+def real_values(x: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``x`` as a flat float64 array after checking it is a NumPy array of ``shape`` holding finite
+    real numbers. Raises ``InvalidInput`` naming ``what`` and the first offending coordinate."""
+    if not isinstance(x, np.ndarray):
+        raise InvalidInput(f"{what} must be a NumPy array, got {type(x).__name__}")
+    if x.shape != tuple(shape):
+        raise InvalidInput(f"{what} must have shape {tuple(shape)}, got {x.shape}")
+    if x.dtype.kind not in REAL_KINDS:
+        raise InvalidInput(f"{what} must hold real numbers (float or integer), got dtype {x.dtype}")
+    values = x.astype(np.float64, copy=False).reshape(-1)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InvalidInput(
+            f"{what} has {int(bad.sum())} non-finite value(s) (first at flat index {first}: {values[first]})"
+        )
+    return values
+
+
 def rounding_uniforms(key: bytes, count: int) -> np.ndarray:
     """``count`` uniforms in [0, 1): the top 53 bits of each 64-bit word of PRG(key)."""
     words = prg.expand(key, count, np.uint64)
@@ -121,19 +145,7 @@ class Quantizer:
 
     def validate(self, x: np.ndarray, dim: int) -> np.ndarray:
         """Return ``x`` as float64 after checking shape, dtype, finiteness and range."""
-        if not isinstance(x, np.ndarray):
-            raise InvalidInput(f"input must be a NumPy array, got {type(x).__name__}")
-        if x.shape != (dim,):
-            raise InvalidInput(f"input must have shape ({dim},), got {x.shape}")
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == np.bool_:
-            raise InvalidInput(f"input must be a real float or integer array, got dtype {x.dtype}")
-        x = x.astype(np.float64, copy=False)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise InvalidInput(
-                f"input has {int(bad.sum())} non-finite coordinate(s) (first at index {first}: {x[first]})"
-            )
+        x = real_values(x, (dim,), "input")
         peak = float(np.abs(x).max(initial=0.0))
         if peak > self.value_range:
             outside = int((np.abs(x) > self.value_range).sum())

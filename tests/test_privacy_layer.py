@@ -153,6 +153,8 @@ def test_conditional_rounding_meets_the_published_bound():
         ([np.zeros(99)], "shape"),
         ([np.zeros(100), np.zeros(3)], "2 tensors"),
         ([np.zeros(100, dtype=complex)], "dtype"),
+        ([np.zeros(100, dtype="timedelta64[ms]")], "dtype"),
+        ([np.zeros(100, dtype="datetime64[s]")], "dtype"),
         (["not an array"], "NumPy array"),
     ],
 )

@@ -71,6 +71,8 @@ def test_decode_of_a_sum_is_exact_up_to_rounding():
         (np.array([0.1, 1.5, 0.2]), "outside the declared range"),
         (np.array([1 + 1j, 0, 0]), "dtype"),
         (np.array([True, False, True]), "dtype"),
+        (np.array([1, 2, 3], dtype="timedelta64[s]"), "dtype"),  # NumPy counts it as an integer
+        (np.array(["2026-01-01"] * 3, dtype="datetime64[D]"), "dtype"),
         ([0.1, 0.2, 0.3], "NumPy array"),
     ],
 )

@@ -38,7 +38,7 @@ from secagg.privacy.accounting import (
     inflated_l2,
     log_bisect,
 )
-from secagg.quantize import MAX_BITS, ring_dtype
+from secagg.quantize import MAX_BITS, real_values, ring_dtype
 
 MAX_ROUNDING_TRIES = 1000
 
@@ -296,21 +296,7 @@ class DPEncoder:
             raise InvalidInput(f"update has {len(parts)} tensors; the plan expects {len(plan.shapes)}")
         flat = []
         for i, (part, shape) in enumerate(zip(parts, plan.shapes)):
-            if not isinstance(part, np.ndarray):
-                raise InvalidInput(f"tensor {i} must be a NumPy array, got {type(part).__name__}")
-            if part.shape != shape:
-                raise InvalidInput(f"tensor {i} has shape {part.shape}; expected {shape}")
-            if not (np.issubdtype(part.dtype, np.floating) or np.issubdtype(part.dtype, np.integer)) \
-                    or part.dtype == np.bool_:
-                raise InvalidInput(f"tensor {i} has dtype {part.dtype}; expected a real number type")
-            values = part.astype(np.float64).ravel()
-            bad = ~np.isfinite(values)
-            if bad.any():
-                raise InvalidInput(
-                    f"tensor {i} has {int(bad.sum())} non-finite value(s) "
-                    f"(first at flat index {int(np.flatnonzero(bad)[0])})"
-                )
-            flat.append(values)
+            flat.append(real_values(part, shape, f"tensor {i}"))
         return np.concatenate(flat)
 
 
