@@ -111,3 +111,162 @@ def test_coefficients_are_uniform_field_elements():
     assert values.max() < shamir.PRIME
     assert abs(values.mean() / shamir.PRIME - 0.5) < 0.01
     assert np.unique(values).size > 19990
+
+
+# --- The client's split runs in NumPy; galois is the reference it must match. ---
+
+
+def test_field_facts_behind_verify_false():
+    import galois
+
+    assert galois.is_prime(shamir.PRIME)
+    GF = galois.GF(shamir.PRIME)  # galois's own choice, verified
+    assert GF.primitive_element == shamir.PRIMITIVE_ELEMENT
+    assert all(pow(2, (shamir.PRIME - 1) // q, shamir.PRIME) != 1 for q in (2, 3, 149, 2402107))
+    assert 2 * 3 * 149 * 2402107 == shamir.PRIME - 1
+    assert shamir.field().primitive_element == shamir.PRIMITIVE_ELEMENT
+
+
+@given(
+    threshold=st.integers(1, 20),
+    columns=st.integers(1, 30),
+    data=st.data(),
+)
+def test_numpy_evaluation_matches_galois(threshold, columns, data):
+    GF = shamir.field()
+    holders = data.draw(st.lists(st.integers(1, shamir.PRIME - 1), min_size=1, max_size=12, unique=True))
+    extremes = st.sampled_from([0, 1, shamir.PRIME - 1, shamir.PRIME - 2])
+    values = data.draw(
+        st.lists(st.one_of(st.integers(0, shamir.PRIME - 1), extremes),
+                 min_size=threshold * columns, max_size=threshold * columns)
+    )
+    coefficients = np.array(values, dtype=np.uint64).reshape(threshold, columns)
+    expected = GF(np.array(holders) % shamir.PRIME)[:, None] ** np.arange(threshold) @ GF(coefficients)
+    assert np.array_equal(shamir.evaluate(coefficients, holders), np.asarray(expected, dtype=np.uint64))
+
+
+def _galois_split(secrets, xs, threshold, rng):
+    """The split as it was written with galois (commit 5a328ce), kept as the reference."""
+    GF = shamir.field()
+    m = len(secrets)
+    constant = shamir.secrets_to_chunks(secrets).reshape(1, m * shamir.CHUNKS)
+    random_terms = shamir.random_field_elements((threshold - 1) * m * shamir.CHUNKS, rng)
+    coefficients = GF(np.concatenate((constant.ravel(), random_terms)).reshape(threshold, m * shamir.CHUNKS))
+    vandermonde = GF(np.asarray(xs) % shamir.PRIME)[:, None] ** np.arange(threshold)
+    shares = np.asarray(vandermonde @ coefficients, dtype="<u4").reshape(len(xs), m, shamir.CHUNKS)
+    return [[row.tobytes() for row in holder] for holder in shares]
+
+
+@given(threshold=st.integers(1, 15), extra=st.integers(0, 10), count=st.integers(1, 4), data=st.data())
+def test_split_is_byte_identical_to_galois(threshold, extra, count, data):
+    holders = data.draw(st.lists(st.integers(1, shamir.PRIME - 1), min_size=threshold + extra,
+                                 max_size=threshold + extra, unique=True))
+    label = data.draw(st.binary(max_size=8))
+    secrets = [DeterministicRandom(label + b"secret")(32) for _ in range(count)]
+    assert shamir.split(secrets, holders, threshold, DeterministicRandom(label)) == _galois_split(
+        secrets, holders, threshold, DeterministicRandom(label)
+    )
+
+
+# --- recover_many: check every share, name the bad ones, never a wrong secret. ---
+
+
+def _alter(share: bytes, how: int, data) -> bytes:
+    if how == 0:  # one chunk moved to another field element
+        chunk = data.draw(st.integers(0, shamir.CHUNKS - 1))
+        delta = data.draw(st.integers(1, shamir.PRIME - 1))
+        values = np.frombuffer(share, dtype="<u4").astype(np.int64)
+        values[chunk] = (values[chunk] + delta) % shamir.PRIME
+        return values.astype("<u4").tobytes()
+    if how == 1:  # random bytes (often outside the field)
+        return data.draw(st.binary(min_size=36, max_size=36).filter(lambda b: b != share))
+    return data.draw(st.binary(max_size=40).filter(lambda b: len(b) != 36))  # wrong length
+
+
+@given(threshold=st.integers(1, 8), extra=st.integers(0, 9), data=st.data())
+def test_recover_many_finds_altered_shares_or_refuses(threshold, extra, data):
+    m = threshold + extra
+    holders = data.draw(st.lists(st.integers(1, 10**6), min_size=m, max_size=m, unique=True))
+    secrets = [os.urandom(32) for _ in range(3)]
+    shares = shamir.split(secrets, holders, threshold, os.urandom)
+    sets, altered, malformed = [], [], []
+    for j in range(len(secrets)):
+        which = data.draw(st.sets(st.integers(0, m - 1), max_size=m))
+        pairs = []
+        for i, x in enumerate(holders):
+            share = shares[i][j]
+            if i in which:
+                share = _alter(share, data.draw(st.integers(0, 2)), data)
+            pairs.append((x, share))
+        sets.append(pairs if j % 2 else dict(pairs))
+        altered.append(tuple(sorted(holders[i] for i in which)))
+        malformed.append(tuple(sorted(x for x, s in pairs if len(s) != 36 or max(np.frombuffer(s, "<u4")) >= shamir.PRIME)))
+    for j, result in enumerate(shamir.recover_many(sets, threshold)):
+        well_formed = m - len(malformed[j])
+        if len(altered[j]) <= (m - threshold) // 2:
+            assert result == shamir.Recovery(secrets[j], altered[j], None)
+        elif well_formed == threshold:
+            # Nothing left to check against: only the malformed shares are seen (documented).
+            assert result.bad == malformed[j]
+        elif well_formed < threshold:
+            assert result.secret is None and result.bad == malformed[j]
+        elif result.secret is not None:
+            assert result.secret == secrets[j] and result.bad == altered[j] and result.reason is None
+        else:
+            assert result.reason and set(malformed[j]) <= set(result.bad) <= set(altered[j])
+
+
+def test_recover_many_batches_sets_with_the_same_holders():
+    rng = DeterministicRandom("recover batch")
+    secrets = [rng(32) for _ in range(40)]
+    xs = list(range(1, 13))
+    shares = shamir.split(secrets, xs, 5, rng)
+    sets = [[(x, shares[i][j]) for i, x in enumerate(xs)] for j in range(40)]
+    sets[7][3] = (4, bytes(36))
+    results = shamir.recover_many(sets, 5)
+    assert [r.secret for r in results] == secrets
+    assert [r.bad for r in results] == [(4,) if j == 7 else () for j in range(40)]
+    assert shamir.reconstruct_many([s[-5:] for s in sets], 5) == secrets
+
+
+def test_recover_many_refusals_say_why():
+    secret = os.urandom(32)
+    shares = shamir.split([secret], [1, 2, 3, 4], 3, os.urandom)
+    pairs = [(i + 1, shares[i][0]) for i in range(4)]
+    short = shamir.recover_many([pairs[:2] + [(3, b"short")]], 3)[0]
+    assert short.secret is None and short.bad == (3,) and "2 well-formed shares" in short.reason
+    one_off = shamir.recover_many([pairs[:3] + [(4, bytes(36))]], 3)[0]
+    assert one_off.secret is None and "at least 5 are needed" in one_off.reason
+    with pytest.raises(ShamirError, match="distinct"):
+        shamir.recover_many([[pairs[0], pairs[0]]], 1)
+    with pytest.raises(ShamirError, match="threshold"):
+        shamir.recover_many([pairs], 0)
+
+
+def test_coordinated_majority_is_undetectable_by_design():
+    # More than (m - t) // 2 altered shares that agree on another polynomial outvote the honest
+    # ones: the documented limit a commitment must cover.
+    honest = shamir.split([bytes(32)], list(range(1, 8)), 2, os.urandom)
+    forged = shamir.split([b"\x01" * 32], list(range(1, 8)), 2, os.urandom)
+    pairs = [(x, (honest if x <= 2 else forged)[x - 1][0]) for x in range(1, 8)]
+    result = shamir.recover_many([pairs], 2)[0]
+    assert result.secret == b"\x01" * 32 and result.bad == (1, 2)
+
+
+def test_recover_many_agrees_in_both_galois_modes():
+    rng = DeterministicRandom("modes")
+    secrets = [rng(32) for _ in range(5)]
+    xs = list(range(1, 10))
+    shares = shamir.split(secrets, xs, 3, rng)
+    sets = [[(x, shares[i][j]) for i, x in enumerate(xs)] for j in range(5)]
+    sets[2][0] = (1, bytes(36))
+    sets[4][8] = (9, shares[8][0])
+    small = shamir.recover_many(sets, 3)
+    saved = shamir.JIT_WORK
+    try:
+        shamir.JIT_WORK = 0
+        big = shamir.recover_many(sets, 3)
+    finally:
+        shamir.JIT_WORK = saved
+    assert small == big
+    assert [r.bad for r in big] == [(), (), (1,), (), (9,)]
