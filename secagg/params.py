@@ -15,7 +15,8 @@ below 2^-sigma with sigma = 40, correctness failure below 2^-eta with eta = 20):
 and t1 < t2; then t = max(t1 + 1, 2). Against a semi-malicious server t1 is raised to
 ceil((t1 + k - 1.25) / 2), so that 2t > k + (corrupt neighbours): a server can never gather both
 the self-mask shares and the key shares of one client. The tails are taken in log space
-(scipy's hypergeom.logsf / logcdf); plain cdf() underflows at these probabilities.
+(log-pmf from math.lgamma, summed with logaddexp); plain cdf() underflows at these
+probabilities.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,10 +106,28 @@ def _log_disconnect_probability(n: int, k: int, removed: int) -> float:
     )
 
 
-def _log_pmf(n: int, marked: int, k: int) -> np.ndarray:
-    from scipy.stats import hypergeom
+@lru_cache(maxsize=8)
+def _log_factorials(n: int) -> np.ndarray:
+    """log(i!) for i = 0..n, from math.lgamma."""
+    return np.fromiter(map(math.lgamma, range(1, n + 2)), dtype=np.float64, count=n + 1)
 
-    return hypergeom.logpmf(np.arange(k + 1), n, marked, k)
+
+def _log_pmf(n: int, marked: int, k: int) -> np.ndarray:
+    """log Pr[H = x] for x = 0..k, H ~ Hypergeometric(n, marked, k draws); log 0 off the support.
+
+    C(marked, x) C(n - marked, k - x) / C(n, k) in log space from a table of log-factorials:
+    scipy.stats would cost every process a third of a second to import, and tests/test_params.py
+    checks this against it.
+    """
+    f = _log_factorials(n)
+    x = np.arange(max(0, k - (n - marked)), min(marked, k) + 1)
+    out = np.full(k + 1, -math.inf)
+    out[x] = (
+        (f[marked] - f[x] - f[marked - x])
+        + (f[n - marked] - f[k - x] - f[n - marked - k + x])
+        - (f[n] - f[k] - f[n - k])
+    )
+    return out
 
 
 def _privacy_bound(n: int, corrupt: int, k: int, log_bound: float) -> int:

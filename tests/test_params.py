@@ -76,3 +76,42 @@ def test_cli_params_refusal_exit_code():
     )
     assert out.returncode == 2
     assert "exceeds 0.9" in out.stderr
+
+
+def test_log_pmf_matches_scipy_hypergeom():
+    import numpy as np
+    from scipy.stats import hypergeom
+
+    from secagg import params
+
+    for n, marked, k in [(10, 0, 4), (10, 3, 8), (100, 5, 40), (1000, 333, 98), (10_000, 9_000, 300),
+                         (10**6, 50_000, 500), (50, 50, 10), (20, 19, 19)]:
+        ours = params._log_pmf(n, marked, k)
+        theirs = hypergeom.logpmf(np.arange(k + 1), n, marked, k)
+        assert np.array_equal(np.isneginf(ours), np.isneginf(theirs))
+        finite = np.isfinite(theirs)
+        assert np.allclose(ours[finite], theirs[finite], rtol=1e-9, atol=1e-9)
+
+
+def test_parameters_equal_the_scipy_computation(monkeypatch):
+    import numpy as np
+    from scipy.stats import hypergeom
+
+    from secagg import params
+
+    grid = [(n, a, d, adv) for n in (10, 37, 100, 1000) for a in (0.0, 0.05, 0.1, 0.2, 0.3)
+            for d in (0.0, 0.05, 0.1, 0.2, 0.3) for adv in AdversaryClass]
+
+    def run():
+        out = []
+        for n, a, d, adv in grid:
+            try:
+                p = find_parameters(n, a, d, adv)
+                out.append((p.degree, p.threshold))
+            except ConfigurationError as e:
+                out.append(str(e))
+        return out
+
+    ours = run()
+    monkeypatch.setattr(params, "_log_pmf", lambda n, m, k: hypergeom.logpmf(np.arange(k + 1), n, m, k))
+    assert ours == run()
