@@ -11,6 +11,8 @@ contribute, however many drop.
 import numpy as np
 
 from secagg import Client, RoundConfig, Server
+from secagg.protocol.rounds import Stage
+from secagg.transport.memory import InMemoryRouter
 from secagg.privacy import DPDecoder, DPEncoder, DPPlan, PlausibilityChecks, PrivacyBudget
 
 SHAPES = [(16, 8), (8,)]  # a tiny model: one weight matrix and a bias
@@ -32,19 +34,8 @@ for c in config.clients:
     update = [rng.normal(0, 0.1, s) for s in SHAPES]  # local training's output
     clients[c].provide_input(update)
 
-# 3. Run the round (typed messages, no network); clients 4 and 9 crash after sharing keys.
-crashed = {4, 9}
-outbox = server.start()
-while not server.finished:
-    phase = server.phase
-    pending, outbox = outbox, []
-    for msg in pending:
-        if msg.recipient in crashed and phase.value in ("MaskedInput", "Unmask"):
-            continue
-        for reply in clients[msg.recipient].receive(msg):
-            outbox += server.receive(reply)
-    if not server.finished and server.phase is phase:
-        outbox += server.close_phase()
+# 3. Run the round through the in-process router; clients 4 and 9 crash after sharing keys.
+InMemoryRouter(server, clients, schedule={4: Stage.MASKED_INPUT, 9: Stage.MASKED_INPUT}).run()
 
 # 4. Decode and check the aggregate: the only thing the server ever sees.
 result = server.result()

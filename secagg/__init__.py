@@ -19,25 +19,40 @@ from secagg.errors import (
     RemoteProtocolError,
     RoundAborted,
     SecAggError,
+    BadShare,
+    Equivocation,
+    InvalidPublicKey,
     ShamirError,
     UnexpectedMessage,
 )
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
-from secagg.protocol.client import Client
+from secagg.protocol.client import Client, ClientLimits
+from secagg.protocol.rounds import ROUNDS, Phase, Stage
+from secagg.protocol.seam import Outgoing
 from secagg.protocol.server import RoundResult, Server
-from secagg.simulate import SimulationReport, Stage, simulate
+from secagg.simulate import SimulationReport, simulate
+from secagg.transport.memory import Faults, InMemoryRouter
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdversaryClass",
+    "BadShare",
     "Client",
+    "ClientLimits",
     "ConfigurationError",
     "CryptoError",
+    "Equivocation",
+    "Faults",
+    "InMemoryRouter",
     "InconsistentRequest",
     "InvalidInput",
+    "InvalidPublicKey",
     "LocalProtocolError",
     "MalformedMessage",
+    "Outgoing",
+    "Phase",
+    "ROUNDS",
     "RemoteProtocolError",
     "RoundAborted",
     "RoundConfig",

@@ -1,8 +1,9 @@
 """The ``secagg`` command line: ``simulate`` runs a round in process, ``params`` picks (k, t).
 
-Exit codes: 0 success; 2 a usage or configuration error; 3 the round aborted (the reason is
-printed, and with ``--json`` it is in the object); 4 the sum was not exact (a bug: please report);
-5 a plausibility check with policy ``reject`` refused the aggregate.
+Exit codes: 0 success; 2 a usage, configuration or input error (the cause is printed); 3 the
+round aborted (only a real ``RoundAborted``: the reason is printed, and with ``--json`` it is in
+the object); 4 the sum was not exact (a bug: please report); 5 a plausibility check with policy
+``reject`` refused the aggregate.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import json
 import sys
 
-from secagg.errors import ConfigurationError, SecAggError
+from secagg.errors import ConfigurationError, RoundAborted, SecAggError
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
 from secagg.simulate import DROP_STAGE_CHOICES, simulate
 
@@ -63,19 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-progress", action="store_true")
     dp = sim.add_argument_group("privacy layer (distributed DP and checks on the aggregate)")
     dp.add_argument("--dp", action="store_true", help="clip, round and noise on the clients")
-    dp.add_argument("--clip", type=float, default=1.0, help="L2 clip norm C")
-    dp.add_argument("--noise-multiplier", type=float, default=1.0, help="central noise std / C")
-    dp.add_argument("--mechanism", choices=["ddgauss", "skellam"], default="ddgauss")
+    # DP options default to None so that giving one without --dp is caught, never silently ignored.
+    dp.add_argument("--clip", type=float, default=None, help="L2 clip norm C (default 1)")
+    dp.add_argument("--noise-multiplier", type=float, default=None,
+                    help="central noise std / C (default 1)")
+    dp.add_argument("--mechanism", choices=["ddgauss", "skellam"], default=None)
     dp.add_argument("--min-clients", type=int, default=None,
                     help="m_min: the guarantee holds down to this many contributors "
                          "(default: n minus the planned dropouts)")
-    dp.add_argument("--delta", type=float, default=1e-6)
+    dp.add_argument("--delta", type=float, default=None, help="(default 1e-6)")
     dp.add_argument("--no-rotation", action="store_true", help="skip the randomized Hadamard rotation")
-    dp.add_argument("--malicious", type=int, default=0, help="clients that mount --attack")
+    dp.add_argument("--malicious", type=int, default=None, help="clients that mount --attack")
     dp.add_argument("--attack", choices=["scale", "noise", "signflip"], default=None)
-    dp.add_argument("--policy", choices=["reject", "warn"], default="reject",
-                    help="what a failed check does to the aggregate")
-    dp.add_argument("--false-alarm", type=float, default=1e-6, help="per check, for an honest round")
+    dp.add_argument("--policy", choices=["reject", "warn"], default=None,
+                    help="what a failed check does to the aggregate (default reject)")
+    dp.add_argument("--false-alarm", type=float, default=None,
+                    help="per check, for an honest round (default 1e-6)")
 
     priv = sub.add_parser("privacy", help="epsilon for a noise level, or the noise for an epsilon")
     priv.add_argument("--clip", type=float, required=True, help="L2 clip norm C")
@@ -120,8 +124,26 @@ def _bits(text, default):
         raise ConfigurationError(f"--bits must be 'auto' or an integer, got {text!r}") from None
 
 
+DP_DEFAULTS = {"clip": 1.0, "noise_multiplier": 1.0, "mechanism": "ddgauss", "min_clients": None,
+               "delta": 1e-6, "no_rotation": False, "malicious": 0, "attack": None, "policy": "reject",
+               "false_alarm": 1e-6}
+
+
+def _dp_options(args) -> None:
+    """Refuse privacy-layer options without --dp (a silent non-DP round is the worst outcome),
+    then fill in their defaults."""
+    given = [name for name, default in DP_DEFAULTS.items() if getattr(args, name) not in (None, False)]
+    if given and not args.dp:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigurationError(f"{flags} configure the privacy layer: add --dp, or drop them")
+    for name, default in DP_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def cmd_simulate(args) -> int:
     privacy = checks = None
+    _dp_options(args)
     bits = _bits(args.bits, "auto" if args.dp else 32)
     if args.dp:
         from secagg.privacy import DPPlan, PlausibilityChecks
@@ -138,8 +160,8 @@ def cmd_simulate(args) -> int:
             policies={name: args.policy for name in ("l2_norm", "linf", "wrap", "clipped_count")},
         )
         bits = privacy.bits
-    elif bits == "auto" or args.malicious or args.attack:
-        raise ConfigurationError("--bits auto, --malicious and --attack need --dp")
+    elif bits == "auto":
+        raise ConfigurationError("--bits auto picks the width for the privacy layer: add --dp, or give a width")
     report = simulate(
         args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=bits,
         value_range=args.value_range, levels=args.levels, adversarial_rate=args.adversarial_rate,
@@ -226,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"secagg {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except SecAggError as exc:
-        print(f"secagg {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except RoundAborted as exc:
+        print(f"secagg {args.command}: aborted: {exc}", file=sys.stderr)
         return EXIT_ABORTED
+    except SecAggError as exc:
+        print(f"secagg {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

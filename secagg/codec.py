@@ -62,16 +62,28 @@ class Limits:
 
     @classmethod
     def for_config(cls, config: RoundConfig) -> Limits:
-        """The tightest limits for one round: the largest frame is a masked input."""
+        """The server's limits for one round: every list in every message is per neighbour, so at
+        most ``degree`` long, and the largest frame is a masked input."""
         packed = -(-config.dim * config.bits // 8)
         return cls(
-            max_frame_bytes=packed + 1024 + 160 * config.num_clients,
+            max_frame_bytes=packed + 1024 + 128 * config.degree,
             max_dim=config.dim,
-            max_list=config.num_clients,
+            max_list=config.degree,
         )
+
+    @classmethod
+    def for_client(cls, config: RoundConfig) -> Limits:
+        """A client's limits once it accepted a round: it never receives a vector, and its largest
+        frame is a per-neighbour list (or an Abort's reason)."""
+        return cls(max_frame_bytes=PRE_CONFIG_FRAME_BYTES + 128 * config.degree, max_dim=0,
+                   max_list=config.degree)
 
 
 DEFAULT_LIMITS = Limits()
+# What a client accepts before it has a round: an AdvertiseKeysRequest or an Abort (whose reason
+# is at most 4,096 characters, 16 KiB in UTF-8).
+PRE_CONFIG_FRAME_BYTES = 20 * 1024
+PRE_CONFIG_LIMITS = Limits(max_frame_bytes=PRE_CONFIG_FRAME_BYTES, max_dim=MAX_DIM, max_list=0)
 
 
 # --- bit packing ------------------------------------------------------------------------------
@@ -195,11 +207,11 @@ def _encode_fields(msg: Message) -> list:
             return [msg.recipient, [k.client for k in keys],
                     b"".join(k.encryption_key + k.mask_key for k in keys)]
         case ShareKeys():
-            return [*_columns(msg.encrypted_shares, "ciphertext")]
+            return [msg.self_mask_commitment, *_columns(msg.encrypted_shares, "ciphertext")]
         case MaskedInputRequest():
             return [msg.recipient, *_columns(msg.encrypted_shares, "ciphertext")]
         case MaskedInput():
-            return [_vector_to_wire(msg.bits, msg.masked)]
+            return [list(msg.complaints), _vector_to_wire(msg.bits, msg.masked)]  # vector last
         case UnmaskRequest():
             return [msg.recipient, list(msg.survivors), list(msg.dropped)]
         case UnmaskResponse():
@@ -253,15 +265,17 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
         )
         return {"recipient": _uint(fields[0]), "neighbour_keys": keys}
     if cls is ShareKeys:
-        arity(2)
-        return {"encrypted_shares": ciphertexts(fields[0], fields[1])}
+        arity(3)
+        return {"self_mask_commitment": _bytes(fields[0], "a commitment"),
+                "encrypted_shares": ciphertexts(fields[1], fields[2])}
     if cls is MaskedInputRequest:
         arity(3)
         return {"recipient": _uint(fields[0]), "encrypted_shares": ciphertexts(fields[1], fields[2])}
     if cls is MaskedInput:
-        arity(1)
-        bits, vector = _vector_from_wire(fields[0], limits)
-        return {"bits": bits, "masked": vector}
+        arity(2)
+        complaints = ids(fields[0], "complaint ids")
+        bits, vector = _vector_from_wire(fields[1], limits)
+        return {"complaints": complaints, "bits": bits, "masked": vector}
     if cls is UnmaskRequest:
         arity(3)
         return {

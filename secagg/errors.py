@@ -2,8 +2,12 @@
 
 Split the way h11 splits it: ``LocalProtocolError`` means *this* side was misused (bad
 configuration, bad input, an API call in the wrong state); ``RemoteProtocolError`` means a peer
-sent something the protocol does not allow. Every error carries the client id, the round and the
-protocol state as attributes, and says them in words.
+sent something the protocol does not allow. Every error carries the client id, the round number,
+the protocol phase (the round's name: AdvertiseKeys, ShareKeys, ...) and the party's state as
+attributes, and says them in words.
+
+The server never raises for a peer's fault: it blames the peer, excludes it, and keeps the
+``RemoteProtocolError`` in ``Server.excluded``. A client raises when it refuses a request.
 
 Cryptographic failures are deliberately uninformative (Fernet's ``InvalidToken`` rule): a failed
 decryption says only that it failed, never which check.
@@ -24,11 +28,13 @@ class SecAggError(Exception):
         client: int | None = None,
         round: int | None = None,
         state: str | None = None,
+        phase: str | None = None,
     ) -> None:
         super().__init__(message)
         self.client = client
         self.round = round
         self.state = state
+        self.phase = phase
 
 
 class LocalProtocolError(SecAggError):
@@ -66,6 +72,19 @@ class InconsistentRequest(RemoteProtocolError):
     """An honest client refuses a server request that contradicts what it saw."""
 
 
+class Equivocation(RemoteProtocolError):
+    """Two different frames for one slot (one party, one round): the sender is blamed."""
+
+
+class InvalidPublicKey(RemoteProtocolError):
+    """An advertised key that is not a canonical X25519 point, or is a low-order point."""
+
+
+class BadShare(RemoteProtocolError):
+    """A revealed Shamir share that does not lie on its secret's polynomial, or a share
+    ciphertext that does not open: the client that made it is blamed."""
+
+
 class CryptoError(SecAggError):
     """A cryptographic check failed. Deliberately says nothing about which check."""
 
@@ -83,8 +102,9 @@ class RoundAborted(SecAggError):
         *,
         round: int | None = None,
         state: str | None = None,
+        phase: str | None = None,
         unrecoverable: Iterable[int] = (),
     ) -> None:
-        super().__init__(message, round=round, state=state)
+        super().__init__(message, round=round, state=state, phase=phase or state)
         self.reason = message
         self.unrecoverable = tuple(sorted(unrecoverable))

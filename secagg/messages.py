@@ -29,6 +29,7 @@ SERVER_ID = 0
 MAX_CLIENT_ID = 2**32 - 1
 SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + TAG_BYTES
+COMMITMENT_BYTES = 32
 MAX_REASON_CHARS = 4096
 
 
@@ -226,24 +227,33 @@ class AdvertiseKeys(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareKeys(Message):
+    """The sender's shares for each live neighbour, and a commitment to its self-mask seed."""
+
     TYPE: ClassVar[int] = 4
+    self_mask_commitment: bytes
     encrypted_shares: tuple[EncryptedShares, ...]
 
     def __post_init__(self) -> None:
         Message.__post_init__(self)
+        _check_bytes(self, "self_mask_commitment", self.self_mask_commitment, COMMITMENT_BYTES)
         _check_ciphertexts(self, self.encrypted_shares)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MaskedInput(Message):
-    """y_u = x_u + PRG(b_u) + sum_v +-PRG(s_uv) mod 2^bits, as a read-only ring vector."""
+    """y_u = x_u + PRG(b_u) + sum_v +-PRG(s_uv) mod 2^bits, as a read-only ring vector.
+
+    ``complaints``: neighbours whose share ciphertext did not open; the server blames them.
+    """
 
     TYPE: ClassVar[int] = 6
+    complaints: tuple[int, ...] = ()
     bits: int
     masked: np.ndarray = field(compare=False)
 
     def __post_init__(self) -> None:
         Message.__post_init__(self)
+        _check_ascending(self, "complaints", self.complaints)
         if not _is_uint(self.bits, MAX_BITS) or self.bits < 1:
             raise _fail(self, f"bits must lie in [1, {MAX_BITS}], got {self.bits!r}")
         v = self.masked

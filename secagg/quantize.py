@@ -167,3 +167,30 @@ class Quantizer:
     def decode(self, ring_sum: np.ndarray, contributors: int) -> np.ndarray:
         """The float sum of ``contributors`` inputs from the exact ring sum of their encodings."""
         return ring_sum.astype(np.float64) * self.step - contributors * self.value_range
+
+
+class RangeEncoder:
+    """The default client encoder: the round's range quantiser with stochastic rounding.
+
+    An encoder turns a client's raw input into a ring vector. The Client calls, in order:
+    ``prepare(config, client)`` (optional: take the round's parameters, no side effects),
+    ``encode(raw) -> ring vector`` (may refuse with ``InvalidInput``; for a lazily made input this
+    comes later, at MaskedInput), and ``begin_round(config, client)`` once the client commits to
+    the round, before anything is sent (may refuse: ``secagg.privacy.DPEncoder`` checks its plan
+    and charges the privacy budget here, so a refused input costs no budget).
+    """
+
+    def __init__(self, rng: RandomSource) -> None:
+        self._rng = rng
+        self._config = None
+
+    def prepare(self, config, client: int) -> None:
+        config.quantizer  # noqa: B018 - refuses a privacy-layer round (levels = 0) by name
+        self._config = config
+
+    def begin_round(self, config, client: int) -> None:
+        pass
+
+    def encode(self, raw) -> np.ndarray:
+        config = self._config
+        return config.quantizer.encode(raw, dim=config.dim, rng=self._rng)

@@ -1,19 +1,23 @@
-"""An in-memory harness that drives the typed state machines phase by phase (no codec), so tests
-can make clients go silent and play a server that tampers with its messages."""
+"""Test rounds on the one in-process router: a deterministic round whose clients go silent on a
+schedule, with the reference sums of an encoder-level recorder, and the router at hand for tests
+that play a malicious network or server (``tamper``, ``run(until=...)``, ``pending()``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
+from secagg.codec import decode
 from secagg.config import RoundConfig
 from secagg.crypto.randomness import DeterministicRandom
 from secagg.errors import ConfigurationError
-from secagg.messages import MaskedInputRequest, Message
 from secagg.protocol.client import Client
+from secagg.protocol.rounds import STAGE_ORDER
 from secagg.protocol.server import Server
+from secagg.quantize import RangeEncoder
+from secagg.sim.scenario import TruthRecorder
+from secagg.transport.memory import Faults, InMemoryRouter
 
 
 def make_config(n: int, dim: int, bits: int = 16, dropout_rate: float = 0.3, label: str = "cfg", **kw) -> RoundConfig:
@@ -33,52 +37,37 @@ def make_inputs(config: RoundConfig, seed: int = 0) -> dict[int, np.ndarray]:
 
 
 class Harness:
-    def __init__(self, config: RoundConfig, inputs: dict[int, np.ndarray] | None = None, label: str = "harness",
+    """``schedule``: client -> index (0..3) of the first round in which it is silent."""
+
+    def __init__(self, config: RoundConfig, inputs: dict[int, np.ndarray] | None = None,
+                 label: str = "harness", schedule: dict[int, int] | None = None,
+                 faults: Faults = Faults(), tamper=None, announce_losses: bool = False,
                  **server_kw) -> None:
         root = DeterministicRandom(label)
         self.config = config
         self.inputs = inputs if inputs is not None else make_inputs(config)
+        self.recorder = TruthRecorder(config.dim, config.bits, config.dim, keep_each=True)
         self.server = Server(config, rng=root.fork("server"), **server_kw)
-        self.clients = {c: Client(c, self.inputs[c], rng=root.fork(f"client {c}")) for c in config.clients}
-        self.outbox: list[Message] = self.server.start()
-        self.quantized: dict[int, np.ndarray] = {}
+        self.clients = {
+            c: Client(c, self.inputs[c], rng=root.fork("client", c),
+                      encoder=self.recorder.wrap(c, RangeEncoder(root.fork("client", c, "quantize"))))
+            for c in config.clients
+        }
+        self.router = InMemoryRouter(
+            self.server, self.clients, faults=faults, tamper=tamper, announce_losses=announce_losses,
+            schedule={c: STAGE_ORDER[i] for c, i in (schedule or {}).items() if i < len(STAGE_ORDER)},
+        )
 
-    def phase(self, silent=(), intercept: Callable[[Message], Message | None] | None = None) -> None:
-        """Deliver the outbox; clients in ``silent`` do not answer; then close the phase."""
-        phase = self.server.phase
-        pending, self.outbox = self.outbox, []
-        for msg in pending:
-            if intercept is not None:
-                msg = intercept(msg)
-                if msg is None:
-                    continue
-            client = self.clients[msg.recipient]
-            if msg.recipient in silent or client.finished:
-                continue
-            if isinstance(msg, MaskedInputRequest):
-                self.quantized[msg.recipient] = client.quantized_input
-            for reply in client.receive(msg):
-                self.outbox += self.server.receive(reply)
-        if not self.server.finished and self.server.phase is phase:
-            self.outbox += self.server.close_phase()
+    def run(self, until=None) -> None:
+        self.router.run(until)
 
-    def run(self, schedule: dict[int, int] | None = None) -> None:
-        """``schedule``: client -> index of the first phase (0..3) in which it is silent."""
-        schedule = schedule or {}
-        i = 0
-        while not self.server.finished:
-            self.phase(silent={c for c, s in schedule.items() if s <= i})
-            i += 1
-        # Deliver the server's last words (Abort notices) to clients still listening.
-        for msg in self.outbox:
-            client = self.clients[msg.recipient]
-            if schedule.get(msg.recipient, 99) >= i and client.state.value not in ("Aborted", "Error"):
-                client.receive(msg)
-        self.outbox = []
+    def requests(self) -> dict[int, object]:
+        """At a stop of ``run(until=...)``: the server's requests in flight, decoded, by recipient
+        (taken off the network: a test delivers them, altered or not)."""
+        return {r: decode(f) for s, r, f in self.router.pending() if s == 0}
+
+    def quantized(self, client: int) -> np.ndarray:
+        return self.recorder._each[client][0]
 
     def true_ring_sum(self, contributors) -> np.ndarray:
-        mask = (1 << self.config.bits) - 1
-        acc = np.zeros(self.config.dim, dtype=np.uint64)
-        for c in contributors:
-            acc = (acc + self.quantized[c].astype(np.uint64)) & np.uint64(mask)
-        return acc
+        return self.recorder.truth(contributors)[0]

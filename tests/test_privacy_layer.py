@@ -219,30 +219,32 @@ def test_budget_refuses_a_round_before_the_client_sends_anything():
     from secagg.config import RoundConfig
     from secagg.messages import AdvertiseKeysRequest
     from secagg.protocol.client import Client
-    from secagg.protocol.states import ClientState
+    from secagg.codec import encode
+    from secagg.protocol.rounds import ClientState
 
     plan = _plan()
     one, two = plan.epsilon(rounds=1, delta=1e-6), plan.epsilon(rounds=2, delta=1e-6)
     budget = PrivacyBudget(epsilon_budget=(one + two) / 2, delta=1e-6)  # room for one round
     config = RoundConfig.create(30, plan.ring_dim, bits=plan.bits, levels=0, dropout_rate=0.1)
-    req = AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config)
+    req = encode(AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config))
     first = Client(1, encoder=DPEncoder(plan, budget=budget))
     assert first.receive(req)  # the first round fits
     second = Client(1, encoder=DPEncoder(plan, budget=budget))
     with pytest.raises(PrivacyBudgetExhausted, match="client 1, round 0: .* over the budget"):
         second.receive(req)
-    assert second.state is ClientState.AWAIT_CONFIG and budget.rounds == 1
+    assert second.state is ClientState.AWAIT_ADVERTISE_KEYS_REQUEST and budget.rounds == 1
 
 
 def test_a_refused_input_costs_no_budget_and_a_retry_is_charged_once():
     from secagg.config import RoundConfig
+    from secagg.codec import encode
     from secagg.messages import AdvertiseKeysRequest
     from secagg.protocol.client import Client
 
     plan = _plan()
     budget = PrivacyBudget(epsilon_budget=100.0, delta=1e-6)
     config = RoundConfig.create(30, plan.ring_dim, bits=plan.bits, levels=0, dropout_rate=0.1)
-    req = AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config)
+    req = encode(AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config))
     client = Client(1, np.full(100, np.nan), encoder=DPEncoder(plan, budget=budget))
     with pytest.raises(InvalidInput, match="client 1, round 0: .*non-finite"):
         client.receive(req)
@@ -254,12 +256,13 @@ def test_a_refused_input_costs_no_budget_and_a_retry_is_charged_once():
 
 def test_client_with_a_mismatched_plan_refuses_the_round():
     from secagg.config import RoundConfig
+    from secagg.codec import encode
     from secagg.messages import AdvertiseKeysRequest
     from secagg.protocol.client import Client
 
     plan = _plan()
     config = RoundConfig.create(30, plan.ring_dim + 1, bits=plan.bits, levels=0, dropout_rate=0.1)
-    req = AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config)
+    req = encode(AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config))
     with pytest.raises(ConfigurationError, match="does not match the privacy plan"):
         Client(1, encoder=DPEncoder(plan)).receive(req)
 

@@ -129,10 +129,12 @@ def codec_vectors() -> dict:
         AdvertiseKeys(**head, sender=2, encryption_key=rng(32), mask_key=rng(32)),
         ShareKeysRequest(**head, sender=0, recipient=2, neighbour_keys=(
             NeighbourKeys(client=1, encryption_key=rng(32), mask_key=rng(32)),)),
-        ShareKeys(**head, sender=2, encrypted_shares=(EncryptedShares(peer=1, ciphertext=rng(88)),)),
+        ShareKeys(**head, sender=2, self_mask_commitment=rng(32),
+                  encrypted_shares=(EncryptedShares(peer=1, ciphertext=rng(88)),)),
         MaskedInputRequest(**head, sender=0, recipient=2, encrypted_shares=(
             EncryptedShares(peer=1, ciphertext=rng(88)),)),
-        MaskedInput(**head, sender=2, bits=13, masked=np.array([0, 1, 4096, 8191], dtype=np.uint32)),
+        MaskedInput(**head, sender=2, complaints=(3,), bits=13,
+                    masked=np.array([0, 1, 4096, 8191], dtype=np.uint32)),
         UnmaskRequest(**head, sender=0, recipient=2, survivors=(1, 3), dropped=(4,)),
         UnmaskResponse(**head, sender=2,
                        self_mask_shares=(RevealedShare(peer=1, share=rng(36)), RevealedShare(peer=3, share=rng(36))),
@@ -168,16 +170,34 @@ def run_transcript() -> tuple[list, object]:
     return frames, report
 
 
+def client_secrets(client: int) -> dict[str, str]:
+    """What client ``client`` drew, by label (SPEC.md 4.7): enough to recompute its masked input
+    independently (``check_transcript.py``)."""
+    root = DeterministicRandom(TRANSCRIPT_LABEL).fork("client", client)
+    return {
+        "mask_private_key": root.fork("mask_key")(32).hex(),
+        "self_mask_seed": root.fork("self_mask_seed")(32).hex(),
+        "rounding_key": root.fork("quantize")(32).hex(),
+    }
+
+
 def transcript() -> dict:
     frames, report = run_transcript()
     params = dict(TRANSCRIPT_PARAMS)
     params["schedule"] = {str(c): s.value for c, s in params["schedule"].items()}
+    config = report.result.config
     return {
         "source": "secagg reference implementation, simulate() with all randomness from "
-        f"DeterministicRandom({TRANSCRIPT_LABEL!r}) forked per party in the order: config, server, "
-        "client 1..5. Client 4 drops after ShareKeys, so its mask key is reconstructed.",
+        f"DeterministicRandom({TRANSCRIPT_LABEL!r}) forked by label (SPEC.md 4.7): config, server, "
+        "and client c's streams fork('client', c, label). Client 4 drops after ShareKeys, so its "
+        "mask key is reconstructed. check_transcript.py recomputes every masked input from "
+        "'secrets' with cryptography alone.",
         "parameters": params,
+        "session_id": config.session_id.hex(),
+        "round": config.round,
+        "levels": config.levels,
         "inputs": {str(c): v for c, v in transcript_inputs().items()},
+        "secrets": {str(c): client_secrets(c) for c in range(1, 6)},
         "frames": [
             {"direction": d, "sender": s, "recipient": r,
              "type": codec.decode(f).name, "frame": f.hex()}

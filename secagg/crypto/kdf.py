@@ -16,6 +16,9 @@ SESSION_ID_BYTES = 16
 
 PURPOSE_PAIRWISE_MASK = b"pairwise-mask"
 PURPOSE_SHARE_ENCRYPTION = b"share-encryption"
+# A commitment to a self-mask seed b_u: HKDF(b_u, this purpose, session, round, u, 0). The server
+# checks a reconstructed b_u against it, so shares altered to fit one wrong polynomial are caught.
+PURPOSE_SELF_MASK_COMMITMENT = b"self-mask-commitment"
 
 
 def hkdf_sha256(ikm: bytes, *, salt: bytes | None, info: bytes, length: int) -> bytes:

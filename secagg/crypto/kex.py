@@ -1,7 +1,11 @@
 """X25519 key agreement (RFC 7748) over pyca/cryptography.
 
-Keys travel as their raw 32-byte encodings. A peer key that yields the all-zero shared secret
-(a low-order point) is refused: cryptography raises, and we turn that into ``CryptoError``.
+Keys travel as their raw 32-byte encodings. :func:`check_public_key` is the gate every advertised
+key passes (server before relaying, clients again before use): it refuses a non-canonical encoding
+(u >= p, or the top bit set), a u that is not on Curve25519 (its twist: honest keys never are),
+and the low-order points, whose shared secret is all zero whatever the private key (RFC 7748,
+section 6.1; the list is libsodium's blocklist reduced mod p). A peer key that still yields the
+all-zero secret in :func:`agree` raises ``CryptoError``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,31 @@ from secagg.crypto.randomness import RandomSource
 from secagg.errors import CryptoError
 
 KEY_BYTES = 32
+FIELD_PRIME = 2**255 - 19
+_A = 486662
+# u-coordinates of the points of order 1, 2, 4 and 8 on Curve25519 and its twist, canonical.
+LOW_ORDER_U = frozenset({
+    0,
+    1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    FIELD_PRIME - 1,
+})
+
+
+def public_key_fault(key: bytes) -> str | None:
+    """Why ``key`` is not an acceptable X25519 public key, or None if it is."""
+    if type(key) is not bytes or len(key) != KEY_BYTES:
+        return f"a public key must be {KEY_BYTES} bytes"
+    u = int.from_bytes(key, "little")
+    if u >= FIELD_PRIME:
+        return "a non-canonical encoding (u >= 2^255 - 19 or the top bit set)"
+    if u in LOW_ORDER_U:
+        return "a low-order point (its shared secret is all zero)"
+    rhs = (u * u * u + _A * u * u + u) % FIELD_PRIME
+    if pow(rhs, (FIELD_PRIME - 1) // 2, FIELD_PRIME) != 1:
+        return "not a point on Curve25519 (it lies on the twist)"
+    return None
 
 
 def generate_keypair(rng: RandomSource) -> tuple[bytes, bytes]:

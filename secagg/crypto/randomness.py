@@ -38,8 +38,35 @@ class DeterministicRandom:
         self._offset += n
         return stream[skip:]
 
-    def fork(self, label: bytes | str) -> DeterministicRandom:
-        """An independent stream derived from this one, for a sub-party."""
-        if isinstance(label, str):
-            label = label.encode()
-        return DeterministicRandom(self(32) + label)
+    def fork(self, *labels: bytes | str | int) -> DeterministicRandom:
+        """An independent stream for a sub-party, named by ``labels``: derived from this stream's
+        key and the labels alone, never from how much of this stream was read, so adding a draw
+        anywhere leaves every other party's stream unchanged."""
+        key = self._key
+        for label in labels:  # so fork(a, b) is fork(a).fork(b)
+            key = hashlib.sha256(b"secagg/1 fork\x00" + key + _encode_labels((label,))).digest()
+        child = DeterministicRandom(b"")
+        child._key = key
+        return child
+
+
+def _encode_labels(labels: tuple) -> bytes:
+    out = []
+    for label in labels:
+        if isinstance(label, int) and not isinstance(label, bool):
+            raw, kind = str(label).encode(), b"i"
+        elif isinstance(label, str):
+            raw, kind = label.encode(), b"s"
+        elif isinstance(label, bytes):
+            raw, kind = label, b"b"
+        else:
+            raise TypeError(f"a randomness label must be str, int or bytes, got {type(label).__name__}")
+        out.append(kind + len(raw).to_bytes(4, "big") + raw)
+    return b"".join(out)
+
+
+def fork(rng: RandomSource, *labels: bytes | str | int) -> RandomSource:
+    """The stream for a sub-party: ``rng.fork(*labels)`` for a deterministic source; the OS
+    CSPRNG (or any plain callable) is its own fork, since its draws are independent anyway."""
+    method = getattr(rng, "fork", None)
+    return method(*labels) if method is not None else rng

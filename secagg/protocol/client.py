@@ -1,35 +1,50 @@
-"""The SecAgg+ client as a sans-IO state machine: a message goes in, the messages to send come out.
+"""The SecAgg+ client as a sans-IO state machine: a frame goes in, the frames to send come out.
 
-Theory of operation (Bonawitz et al. 2017, Fig. 4; Bell et al. 2020, Alg. 2):
+Theory of operation (Bonawitz et al. 2017, Fig. 4; Bell et al. 2020, Alg. 2). The rounds are the
+rows of ``rounds.ROUNDS``; the client answers round i's request in ``_on_<key>``:
 
-1. AdvertiseKeysRequest: check the announced configuration, make two X25519 key pairs: c (to
-   encrypt shares) and s (to agree pairwise mask seeds). Send both public keys.
-2. ShareKeysRequest: check that the keys are those of graph neighbours and that there are at least
-   t of them. Draw the self-mask seed b; Shamir-share b and the mask private key s t-of-k among the
-   neighbours; encrypt each neighbour's pair of shares under a key agreed with its c key.
-3. MaskedInputRequest: decrypt the shares addressed to us; the senders are the neighbours whose
-   masks we include. Send y = x + PRG(b) + sum_v +-PRG(s_uv) mod 2^b.
+1. AdvertiseKeysRequest: check the announced configuration against this client's limits before
+   any work that grows with it, then make two X25519 key pairs: c (to encrypt shares) and s (to
+   agree pairwise mask seeds). Send both public keys.
+2. ShareKeysRequest: check every relayed key (a valid, non-low-order point) and that the senders
+   are graph neighbours, at least t of them. Draw the self-mask seed b; Shamir-share b and s t-of-k
+   among the neighbours; encrypt each neighbour's pair of shares under a key agreed with its c
+   key. Send them with a commitment to b, against which the server checks the b it reconstructs.
+3. MaskedInputRequest: open the shares addressed to us. A ciphertext that does not open is its
+   sender's fault: we name the sender in ``complaints`` (the server blames it) and hold nothing of
+   it. Send y = x + PRG(b) + sum_v +-PRG(s_uv) mod 2^b over every neighbour in the request.
 4. UnmaskRequest: for each neighbour listed as a survivor reveal our share of its b; for each one
    listed as dropped, our share of its s. Refuse a request that lists a peer as both, omits or
    invents a peer, or leaves fewer than t survivors: an honest client never reveals both secrets of
    one peer, which is what keeps a surviving client's input hidden (Bonawitz et al., Sec. 4).
 
-The client never does I/O, never reads a clock and draws randomness only from the injected source.
+Delivery is at-least-once: a byte-identical repeat of a frame already answered, a frame for
+another session or round, and anything after the client finished are ignored and counted in
+``ignored``. A *different* frame for a request already answered is the server equivocating: the
+client refuses. A refusal raises a ``RemoteProtocolError`` (kept in ``error``) and ends the client.
+
+The client never does I/O, never reads a clock and draws randomness only from the injected source,
+forked by label.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from secagg.codec import DEFAULT_LIMITS, Limits, decode
+from secagg.codec import PRE_CONFIG_LIMITS, Limits, decode, encode
 from secagg.config import RoundConfig
 from secagg.crypto import kex, prg, shamir
-from secagg.crypto.randomness import RandomSource, system_random
+from secagg.crypto.digest import FrameDigest
+from secagg.crypto.kdf import PURPOSE_SELF_MASK_COMMITMENT, derive_key
+from secagg.crypto.randomness import RandomSource, fork, system_random
 from secagg.errors import (
     ConfigurationError,
     CryptoError,
+    Equivocation,
     InconsistentRequest,
     InvalidInput,
     LocalProtocolError,
@@ -39,6 +54,7 @@ from secagg.errors import (
     UnexpectedMessage,
 )
 from secagg.messages import (
+    SERVER_ID,
     Abort,
     AdvertiseKeys,
     AdvertiseKeysRequest,
@@ -54,188 +70,246 @@ from secagg.messages import (
 )
 from secagg.protocol import keys
 from secagg.protocol.masking import apply_masks
-from secagg.protocol.states import CLIENT_TRANSITIONS, ClientState
+from secagg.protocol.rounds import (
+    CLIENT_AWAIT,
+    CLIENT_TRANSITIONS,
+    ROUND_OF_REQUEST,
+    ROUNDS,
+    ClientState,
+)
+from secagg.protocol.seam import Ignored, Outgoing
+from secagg.quantize import MAX_BITS, RangeEncoder
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """The largest round a client agrees to join, checked before any work that grows with it.
+
+    Defaults are sized for a phone: a graph over a million clients costs it about a second to
+    build; 10^8 coordinates are 400 MB at 32 bits. SPEC.md section 6.3 states them.
+    """
+
+    max_clients: int = 10**6
+    max_dim: int = 10**8
+    max_degree: int = 2048
+    max_bits: int = MAX_BITS
+
+    def fault(self, config: RoundConfig) -> str | None:
+        for name, value, limit in (
+            ("clients", config.num_clients, self.max_clients),
+            ("coordinates", config.dim, self.max_dim),
+            ("neighbours (degree)", config.degree, self.max_degree),
+            ("bits per coordinate", config.bits, self.max_bits),
+        ):
+            if value > limit:
+                return f"it announces {value:,} {name}; this client's limit is {limit:,}"
+        return None
+
+
+InputSource = np.ndarray | Callable[[], np.ndarray] | None
 
 
 class Client:
-    """One client of one round. Feed it server messages with :meth:`receive`."""
+    """One client of one round. Feed it the server's frames with :meth:`receive`."""
 
     def __init__(
         self,
         client_id: int,
-        input_vector: np.ndarray | None = None,
+        input_vector: InputSource = None,
         *,
         rng: RandomSource = system_random,
         min_threshold: int = 2,
         encoder=None,
+        limits: ClientLimits = ClientLimits(),
     ) -> None:
-        """``encoder``: an optional privacy pipeline (``secagg.privacy.DPEncoder``) that turns the
-        update into a ring vector; without one the round's range quantiser is used."""
-        if not isinstance(client_id, int) or client_id < 1:
+        """``input_vector``: the update, or a zero-argument callable that makes it when the round
+        needs it (a simulated client's training). ``encoder``: turns the update into a ring
+        vector (``secagg.privacy.DPEncoder``); default the round's range quantiser."""
+        if not isinstance(client_id, int) or isinstance(client_id, bool) or client_id < 1:
             raise ConfigurationError(f"client id must be a positive integer, got {client_id!r}")
         self.id = client_id
-        self.state = ClientState.AWAIT_CONFIG
+        self.state = ClientState.AWAIT_ADVERTISE_KEYS_REQUEST
         self.config: RoundConfig | None = None
         self.abort_reason: str | None = None
+        self.error: SecAggError | None = None
+        self.ignored = Ignored()
+        self.limits = limits
         self._rng = rng
         self._min_threshold = min_threshold
         self._raw_input = input_vector
-        self._encoder = encoder
-        self.quantized_input: np.ndarray | None = None
+        self._encoder = encoder if encoder is not None else RangeEncoder(fork(rng, "quantize"))
+        self._digest = FrameDigest(fork(rng, "frame_digest"))
+        self._answered: dict[int, bytes] = {}  # round index -> digest of the request answered
+        self._ring_input: np.ndarray | None = None
         self._s_private = b""  # raw, because it is Shamir-shared
         self._c_key = self._s_key = None
+        self._self_mask_seed = b""
         self._neighbour_keys: dict[int, tuple[bytes, bytes]] = {}
         self._held_shares: dict[int, tuple[bytes, bytes]] = {}
-        self._revealed: dict[int, str] = {}
         self.mask_expansions = 0  # masks expanded for this round's input (for benchmarks)
 
     # --- public API ---------------------------------------------------------------------------
 
-    def provide_input(self, input_vector: np.ndarray) -> None:
+    def provide_input(self, input_vector: InputSource) -> None:
         """Give the client its update. May come any time before the MaskedInputRequest."""
-        if self.state not in (
-            ClientState.AWAIT_CONFIG,
-            ClientState.AWAIT_SHARE_KEYS_REQUEST,
-            ClientState.AWAIT_MASKED_INPUT_REQUEST,
-        ):
+        if self.state not in CLIENT_AWAIT[:3]:
             raise self._local(f"input provided in state {self.state.value}; too late")
         self._raw_input = input_vector
-        if self.config is not None:
-            self._quantize()
+        if self.config is not None and not callable(input_vector):
+            self._encode()
 
-    def receive_data(self, data: bytes) -> list[Message]:
-        """Decode a frame from the server (under the round's size limits), then :meth:`receive` it."""
-        limits = DEFAULT_LIMITS if self.config is None else Limits.for_config(self.config)
+    def receive(self, frame: bytes, sender: int = SERVER_ID) -> list[Outgoing]:
+        """Process one frame from the server; return the frames to send (zero or one)."""
+        if self.state in (ClientState.ABORTED, ClientState.ERROR):
+            self.ignored.add(sender, f"after the client ended ({self.state.value})")
+            return []
+        digest = self._digest(frame)
+        if digest in self._answered.values():
+            self.ignored.add(sender, "duplicate")
+            return []
         try:
-            msg = decode(data, limits)
-        except MalformedMessage as exc:
-            where = self.state.value
-            self.state = ClientState.ERROR
-            raise MalformedMessage(
-                f"client {self.id} received a malformed frame in state {where}: {exc}",
-                client=self.id, round=self._round(), state=where,
-            ) from None
-        return self.receive(msg)
+            msg = self._decode(frame, sender)
+            if msg is None:
+                return []
+            out = self._step(msg, digest)
+        except (RemoteProtocolError, CryptoError) as exc:
+            raise self._fail(exc) from None
+        return [Outgoing(SERVER_ID, encode(m)) for m in out]
 
-    def receive(self, msg: Message) -> list[Message]:
-        """Process one server message; return the messages to send (zero or one)."""
-        next_state = CLIENT_TRANSITIONS.get((self.state, type(msg)))
-        try:
-            self._check_addressing(msg)
-            if next_state is None:
-                raise UnexpectedMessage(
-                    f"client {self.id} received {msg.name} in state {self.state.value}",
-                    client=self.id, round=msg.round, state=self.state.value,
-                )
-            out = self._dispatch(msg)
-        except RemoteProtocolError:
-            self.state = ClientState.ERROR
-            raise
-        except CryptoError as exc:
-            self.state = ClientState.ERROR
-            raise InconsistentRequest(
-                f"client {self.id} in round {msg.round}: shares from the server do not decrypt",
-                client=self.id, round=msg.round, state=ClientState.ERROR.value,
-            ) from exc
-        self.state = next_state
-        return out
+    def close_phase(self) -> None:
+        """The driver's deadline for the server's next request passed: the client gives up."""
+        self._end("the server's next request did not arrive before the deadline")
+
+    def peer_lost(self, peer: int = SERVER_ID) -> None:
+        """The transport lost the server: the client gives up on the round."""
+        self._end("the connection to the server was lost")
 
     @property
     def finished(self) -> bool:
         return self.state in (ClientState.DONE, ClientState.ABORTED, ClientState.ERROR)
+
+    @property
+    def phase(self) -> str:
+        """The round the client is in (the next request it waits for), or its final state."""
+        if self.state in CLIENT_AWAIT:
+            return ROUNDS[CLIENT_AWAIT.index(self.state)].name
+        return self.state.value
 
     # --- helpers ------------------------------------------------------------------------------
 
     def _round(self) -> int | None:
         return self.config.round if self.config else None
 
+    def _where(self) -> dict:
+        return dict(client=self.id, round=self._round(), state=self.state.value, phase=self.phase)
+
     def _local(self, text: str) -> LocalProtocolError:
-        return LocalProtocolError(
-            f"client {self.id}: {text}", client=self.id, round=self._round(), state=self.state.value
-        )
+        return LocalProtocolError(f"client {self.id}, round {self._round()}, {self.phase}: {text}",
+                                  **self._where())
 
-    def _refuse(self, msg: Message, text: str) -> InconsistentRequest:
-        return InconsistentRequest(
-            f"client {self.id} refuses {msg.name} in round {msg.round}: {text}",
-            client=self.id, round=msg.round, state=self.state.value,
-        )
+    def _refuse(self, msg: Message, text: str, kind: type[RemoteProtocolError] = InconsistentRequest):
+        return kind(f"client {self.id} refuses {msg.name} in round {msg.round} ({self.phase}): {text}",
+                    client=self.id, round=msg.round, state=self.state.value, phase=self.phase)
 
-    def _check_addressing(self, msg: Message) -> None:
-        if not msg.FROM_SERVER:
+    def _fail(self, exc: SecAggError) -> SecAggError:
+        if isinstance(exc, CryptoError):
+            exc = InconsistentRequest(
+                f"client {self.id} in round {self._round()} ({self.phase}): a cryptographic check "
+                "on the server's request failed", **self._where())
+        elif exc.client is None or exc.phase is None:
+            exc = type(exc)(str(exc), **self._where())
+        self.state = ClientState.ERROR
+        self.error = exc
+        return exc
+
+    def _end(self, reason: str) -> None:
+        if not self.finished:
+            self.abort_reason = reason
+            self.state = ClientState.ABORTED
+
+    def _decode(self, frame: bytes, sender: int) -> Message | None:
+        limits = PRE_CONFIG_LIMITS if self.config is None else Limits.for_client(self.config)
+        try:
+            msg = decode(frame, limits)
+        except MalformedMessage as exc:
+            raise MalformedMessage(
+                f"client {self.id} received a malformed frame in round {self._round()} "
+                f"({self.phase}): {exc}", **self._where()) from None
+        if sender != SERVER_ID or not msg.FROM_SERVER:
             raise UnexpectedMessage(
-                f"client {self.id} received {msg.name}, which only clients send",
-                client=self.id, round=msg.round, state=self.state.value,
-            )
+                f"client {self.id} received {msg.name} from party {sender}; clients take requests "
+                "from the server only", **self._where())
         if msg.recipient != self.id:
             raise self._refuse(msg, f"it is addressed to client {msg.recipient}")
         if self.config is not None and (msg.session_id, msg.round) != (
             self.config.session_id, self.config.round,
         ):
-            raise UnexpectedMessage(
-                f"client {self.id} received {msg.name} for session {msg.session_id.hex()[:8]} "
-                f"round {msg.round}; expected session {self.config.session_id.hex()[:8]} "
-                f"round {self.config.round}",
-                client=self.id, round=msg.round, state=self.state.value,
-            )
+            self.ignored.add(sender, "another session or round")
+            return None
+        return msg
 
-    def _dispatch(self, msg: Message) -> list[Message]:
-        match msg:
-            case AdvertiseKeysRequest():
-                return self._on_advertise(msg)
-            case ShareKeysRequest():
-                return self._on_share_keys(msg)
-            case MaskedInputRequest():
-                return self._on_masked_input(msg)
-            case UnmaskRequest():
-                return self._on_unmask(msg)
-            case Abort():
-                self.abort_reason = msg.reason
-                return []
-        raise AssertionError(f"unhandled {msg.name}")  # unreachable: the table filters
+    def _step(self, msg: Message, digest: bytes) -> list[Message]:
+        if isinstance(msg, Abort):
+            self.abort_reason = msg.reason
+            self.state = CLIENT_TRANSITIONS[(self.state, Abort)]
+            return []
+        index = ROUND_OF_REQUEST[type(msg)]
+        if index in self._answered:
+            raise self._refuse(msg, f"the server sent a second, different {msg.name}", Equivocation)
+        next_state = CLIENT_TRANSITIONS.get((self.state, type(msg)))
+        if next_state is None:
+            raise self._refuse(msg, f"it expected {self.phase}Request, not {msg.name}", UnexpectedMessage)
+        reply = getattr(self, "_on_" + ROUNDS[index].key)(msg)
+        self._answered[index] = digest
+        self.state = next_state
+        return [reply]
 
     def _header(self) -> dict:
         return {"session_id": self.config.session_id, "round": self.config.round, "sender": self.id}
 
-    def _quantize(self) -> None:
+    def _encode(self) -> None:
+        raw = self._raw_input
         try:
-            if self._encoder is not None:
-                self.quantized_input = self._encoder.encode(self._raw_input)
-            else:
-                self.quantized_input = self.config.quantizer.encode(
-                    self._raw_input, dim=self.config.dim, rng=self._rng
-                )
-            self._raw_input = None
+            self._ring_input = self._encoder.encode(raw() if callable(raw) else raw)
         except InvalidInput as exc:
-            raise InvalidInput(
-                f"client {self.id}, round {self.config.round}: {exc}",
-                client=self.id, round=self.config.round, state=self.state.value,
-            ) from None
+            raise InvalidInput(f"client {self.id}, round {self.config.round}: {exc}",
+                               **self._where()) from None
+        self._raw_input = None
 
-    # --- rounds -------------------------------------------------------------------------------
+    # --- rounds: one handler per row of ROUNDS ------------------------------------------------
 
-    def _on_advertise(self, msg: AdvertiseKeysRequest) -> list[Message]:
+    def _on_advertise_keys(self, msg: AdvertiseKeysRequest) -> Message:
         config = msg.config
+        too_big = self.limits.fault(config)
+        if too_big:
+            raise self._refuse(msg, too_big)
         if self.id not in config.clients:
             raise self._refuse(msg, f"the round has clients 1..{config.num_clients}, not {self.id}")
         if config.threshold < self._min_threshold:
             raise self._refuse(
                 msg, f"threshold {config.threshold} is below this client's minimum {self._min_threshold}"
             )
-        if self._encoder is None and config.levels == 0:
-            raise self._refuse(msg, "the round expects privacy-layer encodings and this client has no encoder")
         self.config = config
-        if self._raw_input is not None:
-            self._quantize()  # bad input is refused here, before anything is sent
-        if self._encoder is not None:
-            # Checks the plan matches and charges the privacy budget: after the input is known to
-            # be usable (a refused input costs no budget), before anything is sent.
+        try:
+            if hasattr(self._encoder, "prepare"):
+                self._encoder.prepare(config, self.id)
+            if self._raw_input is not None and not callable(self._raw_input):
+                self._encode()  # bad input is refused here, before anything is sent
+            # Commits to the round (a privacy budget is charged): after the input is known to be
+            # usable, so a refused input costs nothing, and before anything is sent.
             self._encoder.begin_round(config, self.id)
-        c_private, c_public = kex.generate_keypair(self._rng)
-        self._s_private, s_public = kex.generate_keypair(self._rng)
+        except LocalProtocolError as exc:
+            self.config = None  # nothing was sent: the client may be given another round
+            if exc.client is None:
+                raise type(exc)(f"client {self.id}, round {config.round}: {exc}", client=self.id,
+                                round=config.round, state=self.state.value, phase=self.phase) from None
+            raise
+        c_private, c_public = kex.generate_keypair(fork(self._rng, "encryption_key"))
+        self._s_private, s_public = kex.generate_keypair(fork(self._rng, "mask_key"))
         self._c_key, self._s_key = kex.load_private(c_private), kex.load_private(self._s_private)
-        return [AdvertiseKeys(**self._header(), encryption_key=c_public, mask_key=s_public)]
+        return AdvertiseKeys(**self._header(), encryption_key=c_public, mask_key=s_public)
 
-    def _on_share_keys(self, msg: ShareKeysRequest) -> list[Message]:
+    def _on_share_keys(self, msg: ShareKeysRequest) -> Message:
         config = self.config
         graph_neighbours = set(config.graph.neighbours(self.id))
         offered = [k.client for k in msg.neighbour_keys]
@@ -246,10 +320,17 @@ class Client:
             raise self._refuse(
                 msg, f"only {len(offered)} neighbours advertised keys; threshold is {config.threshold}"
             )
+        for k in msg.neighbour_keys:
+            for what, key in (("encryption", k.encryption_key), ("mask", k.mask_key)):
+                fault = kex.public_key_fault(key)
+                if fault:
+                    raise self._refuse(msg, f"the server relayed client {k.client}'s {what} key, "
+                                            f"which is {fault}")
         self._neighbour_keys = {k.client: (k.encryption_key, k.mask_key) for k in msg.neighbour_keys}
-        self._self_mask_seed = self._rng(prg.SEED_BYTES)
+        self._self_mask_seed = fork(self._rng, "self_mask_seed")(prg.SEED_BYTES)
         shares = shamir.split(
-            [self._self_mask_seed, self._s_private], offered, config.threshold, self._rng
+            [self._self_mask_seed, self._s_private], offered, config.threshold,
+            fork(self._rng, "shamir"),
         )
         encrypted = tuple(
             EncryptedShares(
@@ -263,11 +344,12 @@ class Client:
             )
             for v, holder in zip(offered, shares)
         )
-        return [ShareKeys(**self._header(), encrypted_shares=encrypted)]
+        commitment = self_mask_commitment(self._self_mask_seed, config, self.id)
+        return ShareKeys(**self._header(), self_mask_commitment=commitment, encrypted_shares=encrypted)
 
-    def _on_masked_input(self, msg: MaskedInputRequest) -> list[Message]:
+    def _on_masked_input(self, msg: MaskedInputRequest) -> Message:
         config = self.config
-        if self.quantized_input is None:
+        if self._ring_input is None and self._raw_input is None:
             raise self._local("no input: call provide_input() before the MaskedInputRequest")
         senders = [e.peer for e in msg.encrypted_shares]
         unknown = sorted(set(senders) - set(self._neighbour_keys))
@@ -278,14 +360,20 @@ class Client:
                 msg, f"only {len(senders)} neighbours shared keys; threshold is {config.threshold}, "
                 "so our own secrets could not be recovered"
             )
-        held = {}
+        if self._ring_input is None:
+            self._encode()
+        held, complaints = {}, []
         for e in msg.encrypted_shares:
-            plaintext = keys.open_shares(
-                e.ciphertext,
-                encryption_private_key=self._c_key,
-                sender_key=self._neighbour_keys[e.peer][0],
-                session_id=config.session_id, round=config.round, sender=e.peer, recipient=self.id,
-            )
+            try:
+                plaintext = keys.open_shares(
+                    e.ciphertext,
+                    encryption_private_key=self._c_key,
+                    sender_key=self._neighbour_keys[e.peer][0],
+                    session_id=config.session_id, round=config.round, sender=e.peer, recipient=self.id,
+                )
+            except CryptoError:
+                complaints.append(e.peer)  # the sender's fault (or the server's): blame, hold nothing
+                continue
             held[e.peer] = (plaintext[: shamir.SHARE_BYTES], plaintext[shamir.SHARE_BYTES :])
         self._held_shares = held
         pairwise = (
@@ -298,14 +386,14 @@ class Client:
             )
             for peer in senders
         )
-        masked = self.quantized_input.copy()
+        masked = self._ring_input.copy()
         self.mask_expansions = apply_masks(
             masked, itertools.chain([(self._self_mask_seed, +1)], pairwise), config.bits
         )
-        self.quantized_input = None  # the input leaves only masked; keep no copy around
-        return [MaskedInput(**self._header(), bits=config.bits, masked=masked)]
+        self._ring_input = None  # the input leaves only masked; keep no copy around
+        return MaskedInput(**self._header(), complaints=tuple(complaints), bits=config.bits, masked=masked)
 
-    def _on_unmask(self, msg: UnmaskRequest) -> list[Message]:
+    def _on_unmask(self, msg: UnmaskRequest) -> Message:
         survivors, dropped = set(msg.survivors), set(msg.dropped)
         both = sorted(survivors & dropped)
         if both:
@@ -315,7 +403,7 @@ class Client:
         held = set(self._held_shares)
         invented = sorted((survivors | dropped) - held)
         if invented:
-            raise self._refuse(msg, f"clients {invented} never shared keys with this client")
+            raise self._refuse(msg, f"this client holds no shares of clients {invented}")
         missing = sorted(held - survivors - dropped)
         if missing:
             raise self._refuse(msg, f"it says nothing of neighbours {missing}")
@@ -323,24 +411,19 @@ class Client:
             raise self._refuse(
                 msg, f"only {len(survivors)} surviving neighbours; threshold is {self.config.threshold}"
             )
-        for peer in survivors:
-            if self._revealed.get(peer, "self-mask") != "self-mask":
-                raise self._refuse(msg, f"the key share of client {peer} was revealed already")
-        for peer in dropped:
-            if self._revealed.get(peer, "key") != "key":
-                raise self._refuse(msg, f"the self-mask share of client {peer} was revealed already")
-        self._revealed.update({p: "self-mask" for p in survivors} | {p: "key" for p in dropped})
-        return [
-            UnmaskResponse(
-                **self._header(),
-                self_mask_shares=tuple(
-                    RevealedShare(peer=p, share=self._held_shares[p][0]) for p in sorted(survivors)
-                ),
-                key_shares=tuple(
-                    RevealedShare(peer=p, share=self._held_shares[p][1]) for p in sorted(dropped)
-                ),
-            )
-        ]
+        return UnmaskResponse(
+            **self._header(),
+            self_mask_shares=tuple(
+                RevealedShare(peer=p, share=self._held_shares[p][0]) for p in sorted(survivors)
+            ),
+            key_shares=tuple(RevealedShare(peer=p, share=self._held_shares[p][1]) for p in sorted(dropped)),
+        )
 
 
-__all__ = ["Client", "ClientState", "SecAggError"]
+def self_mask_commitment(seed: bytes, config: RoundConfig, client: int) -> bytes:
+    """HKDF(b_u, "self-mask-commitment", session, round, u, 0): binds b_u without revealing it."""
+    return derive_key(seed, PURPOSE_SELF_MASK_COMMITMENT, session_id=config.session_id,
+                      round=config.round, client_a=client, client_b=0)
+
+
+__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "self_mask_commitment"]

@@ -1,9 +1,9 @@
 """The SecAgg+ server as a sans-IO state machine.
 
-Theory of operation. The server runs four phases (``Phase``); in each it waits for one message
-type from the clients still in the round. A phase closes when every awaited client has answered,
-or when the driver calls :meth:`Server.close_phase` (its deadline passed). Whoever has not answered
-by then has dropped; the tables in ``states.py`` say how each client's state moves.
+Theory of operation. The server runs one phase per row of ``rounds.ROUNDS``; in each it waits for
+one response type from the clients still in the round, taken in ``_accept_<key>``. A phase closes
+when every awaited client has answered, or when the driver calls :meth:`Server.close_phase` (its
+deadline passed); whoever has not answered by then has dropped.
 
 Sets, in the paper's notation: U1 advertised keys, U2 shared keys, U3 sent a masked input. After
 AdvertiseKeys and after ShareKeys the server prunes, repeatedly, any client left with fewer than t
@@ -11,15 +11,24 @@ live neighbours: its secrets could never be recovered, so it is told to stop (``
 its input is mixed into the sum. That is why a dropout before MaskedInput never aborts a round
 that still has enough clients.
 
+Blame the sender, keep the round. The server never raises for a peer's fault. A frame that does
+not decode, a key that is not a valid X25519 point, a complaint from a neighbour that a share
+ciphertext does not open, a second different frame for one slot (equivocation), a share that does
+not lie on its secret's polynomial: each excludes the client at fault (``excluded`` keeps the
+typed error), and the round goes on with the others. An excluded client that had not yet sent its
+masked input is treated as a dropout (its pairwise masks are removed with its key s_u); one whose
+masked input is already in the sum stays in the sum (its self mask is removed with b_u).
+
 Masked inputs are added into one accumulator as they arrive; the server never holds n vectors.
-At Unmask it asks each survivor v, for every neighbour u of v in U2, for the share of u's
-self-mask seed b_u (u in U3) or of u's mask private key s_u (u in U2 \\ U3), never both. It then
-reconstructs all secrets in one batch, checks each recovered s_u against the public key u
-advertised, and removes the masks:
+At Unmask it asks each survivor v, for every neighbour u whose shares v holds, for the share of
+u's self-mask seed b_u (u in U3) or of u's mask private key s_u (u in U2 \\ U3), never both. It
+then recovers all secrets in one batch, checking every share beyond the first t against the
+polynomial the others define; a share that does not fit is blamed on its sender. Each recovered
+b_u is checked against the commitment u sent with its shares, each s_u against the key u
+advertised. A secret that cannot be recovered and verified aborts the round naming its owner: a
+wrong sum is never returned.
 
     sum = acc - sum_{u in U3} PRG(b_u) - sum_{u in U2\\U3} sum_{v in N(u) & U3} sign(v, u) PRG(s_uv)
-
-If any needed secret has fewer than t shares, the round aborts, naming the clients concerned.
 """
 
 from __future__ import annotations
@@ -29,17 +38,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg.codec import Limits, decode
+from secagg.codec import Limits, decode, encode
 from secagg.config import RoundConfig
 from secagg.crypto import kex, shamir
-from secagg.crypto.randomness import RandomSource, system_random
+from secagg.crypto.digest import FrameDigest
+from secagg.crypto.randomness import RandomSource, fork, system_random
 from secagg.errors import (
+    BadShare,
     ConfigurationError,
+    Equivocation,
+    InvalidPublicKey,
     LocalProtocolError,
     MalformedMessage,
     RemoteProtocolError,
     RoundAborted,
-    ShamirError,
     UnexpectedMessage,
 )
 from secagg.messages import (
@@ -58,9 +70,22 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
+from secagg.protocol.client import self_mask_commitment
 from secagg.protocol.masking import apply_masks
+from secagg.protocol.rounds import (
+    PEER_AWAIT,
+    PEER_ENDED,
+    PEER_SENT,
+    PHASE_CLOSE,
+    ROUND_OF_PHASE,
+    ROUND_OF_RESPONSE,
+    ROUNDS,
+    PeerState,
+    Phase,
+    phase_index,
+)
+from secagg.protocol.seam import Ignored, Outgoing
 from secagg.quantize import ring_dtype
-from secagg.protocol.states import EXPECTED, PHASE_CLOSE, SERVER_TRANSITIONS, Phase, PeerState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,8 +96,12 @@ class RoundResult:
     ring_sum: np.ndarray = field(repr=False)
     contributors: tuple[int, ...]
     dropped: tuple[int, ...]
-    faulty: tuple[int, ...]
+    excluded: tuple[int, ...] = ()
     mask_expansions: int = 0  # PRG expansions the server did to unmask (for benchmarks)
+
+    @property
+    def faulty(self) -> tuple[int, ...]:
+        return self.excluded
 
     @property
     def values(self) -> np.ndarray:
@@ -82,7 +111,8 @@ class RoundResult:
 
 
 class Server:
-    """The server of one round. Drive it with :meth:`start`, :meth:`receive`, :meth:`close_phase`."""
+    """The server of one round: :meth:`start`, then :meth:`receive`, :meth:`close_phase` and
+    :meth:`peer_lost` as the driver sees frames, deadlines and disconnects; :meth:`result`."""
 
     def __init__(
         self,
@@ -98,102 +128,95 @@ class Server:
                 f"min_contributors must lie in [1, {config.num_clients}], got {self.min_contributors}"
             )
         self.phase = Phase.ADVERTISE_KEYS
-        self.peers: dict[int, PeerState] = {c: PeerState.AWAIT_KEYS for c in config.clients}
-        self._awaiting: set[int] = set(config.clients)  # peers the current phase waits for
+        self.peers: dict[int, PeerState] = {c: PEER_AWAIT[0] for c in config.clients}
+        self.excluded: dict[int, RemoteProtocolError] = {}
+        self.ignored = Ignored()
         self.limits = Limits.for_config(config)
-        self._rng = rng
+        self._digest = FrameDigest(fork(rng, "frame_digest"))
+        self._accepted: dict[int, list[bytes]] = {}  # client -> digests of its accepted frames
+        self._awaiting: set[int] = set(config.clients)
         self._graph = config.graph
         self._started = False
-        self._advertised: dict[int, NeighbourKeys] = {}  # built once, sent to every neighbour
+        self._advertised: dict[int, NeighbourKeys] = {}
+        self._commitments: dict[int, bytes] = {}
         # recipient -> sender -> the ciphertext, already in the form forwarded to the recipient
         self._inboxes: dict[int, dict[int, EncryptedShares]] = {}
         self._accumulator = np.zeros(config.dim, dtype=ring_dtype(config.bits))
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: set[int] = set()
+        self._held: dict[int, frozenset[int]] = {}  # v -> neighbours whose shares v opened
         self._requests: dict[int, UnmaskRequest] = {}
-        self._self_mask_shares: dict[int, list[tuple[int, bytes]]] = {}
-        self._key_shares: dict[int, list[tuple[int, bytes]]] = {}
-        self._faulty: set[int] = set()
+        self._self_mask_shares: dict[int, dict[int, bytes]] = {}  # owner -> holder -> share
+        self._key_shares: dict[int, dict[int, bytes]] = {}
         self._result: RoundResult | None = None
         self._aborted: RoundAborted | None = None
 
-    # --- public API ---------------------------------------------------------------------------
+    # --- the driver seam ----------------------------------------------------------------------
 
-    def start(self) -> list[Message]:
+    def start(self) -> list[Outgoing]:
         if self._started:
             raise self._local("start() called twice")
         self._started = True
-        return [
+        return self._send(
             AdvertiseKeysRequest(**self._header(), recipient=c, config=self.config)
             for c in self.config.clients
-        ]
+        )
 
-    def receive_data(self, client: int, data: bytes) -> list[Message]:
-        """Decode a frame that arrived on ``client``'s connection, then :meth:`receive` it."""
-        try:
-            msg = decode(data, self.limits)
-        except MalformedMessage as exc:
-            self._fault(client)
-            raise MalformedMessage(
-                f"client {client} sent a malformed frame in round {self.phase.value}: {exc}",
-                client=client, round=self.config.round, state=self.phase.value,
-            ) from None
-        if msg.sender != client:
-            self._fault(client)
-            raise UnexpectedMessage(
-                f"client {client} sent a message claiming to be from client {msg.sender}",
-                client=client, round=self.config.round, state=self.phase.value,
-            )
-        return self.receive(msg)
+    def receive(self, frame: bytes, sender: int) -> list[Outgoing]:
+        """A frame arrived on ``sender``'s connection. Returns the frames to send.
 
-    def receive(self, msg: Message) -> list[Message]:
-        """Process one client message; return the messages to send (possibly a next phase's)."""
+        Never raises for the sender's fault: a bad frame excludes the sender (``excluded``), a
+        repeat or late frame is ignored (``ignored``)."""
         if not self._started:
             raise self._local("receive() before start()")
-        sender = msg.sender
-        if sender not in self.peers:
-            raise UnexpectedMessage(
-                f"message from unknown client {sender} (round has clients 1..{self.config.num_clients})",
-                client=sender, round=msg.round, state=self.phase.value,
-            )
+        state = self.peers.get(sender)
+        if state is None:
+            self.ignored.add(sender, "unknown sender")
+            return []
         if self.finished:
-            raise UnexpectedMessage(
-                f"client {sender} sent {msg.name} after the round ended ({self.phase.value})",
-                client=sender, round=msg.round, state=self.phase.value,
-            )
-        state = self.peers[sender]
+            self.ignored.add(sender, f"after the round ended ({self.phase.value})")
+            return []
+        if state in PEER_ENDED:
+            self.ignored.add(sender, f"from a client that left ({state.value})")
+            return []
+        digest = self._digest(frame)
+        if digest in self._accepted.get(sender, ()):
+            self.ignored.add(sender, "duplicate")
+            return []
         try:
-            if (msg.session_id, msg.round) != (self.config.session_id, self.config.round):
-                raise UnexpectedMessage(
-                    f"client {sender} sent {msg.name} for session {msg.session_id.hex()[:8]} round "
-                    f"{msg.round}; this is session {self.config.session_id.hex()[:8]} round "
-                    f"{self.config.round}"
-                )
-            next_state = SERVER_TRANSITIONS.get((state, type(msg)))
-            if next_state is None:
-                expected = EXPECTED.get(self.phase)
-                raise UnexpectedMessage(
-                    f"client {sender} sent {msg.name} in round {self.phase.value}; "
-                    + (f"expected {expected.__name__}" if state.value.startswith("Await") and expected
-                       else f"client is in state {state.value}")
-                )
-            self._handle(msg)
+            msg = self._check(frame, sender, state)
+            if msg is None:
+                return []
+            accused = getattr(self, "_accept_" + ROUNDS[ROUND_OF_RESPONSE[type(msg)]].key)(msg)
         except RemoteProtocolError as exc:
-            self._fault(sender)
-            text = str(exc)
-            if f"round {self.phase.value}" not in text:
-                text += f" (round {self.phase.value}; client {sender} is now excluded)"
-            raise type(exc)(text, client=sender, round=msg.round, state=self.phase.value) from None
-        self.peers[sender] = next_state
+            return self._blame(sender, exc) + self._maybe_close()
+        self._accepted.setdefault(sender, []).append(digest)
+        self.peers[sender] = PEER_SENT[phase_index(self.phase)]
         self._awaiting.discard(sender)
-        return self._maybe_close()
+        out = []
+        for client, error in accused or ():
+            if self.peers[client] not in PEER_ENDED:
+                out += self._blame(client, error)
+        return out + self._maybe_close()
 
-    def close_phase(self) -> list[Message]:
+    def close_phase(self) -> list[Outgoing]:
         """The current phase's deadline passed: whoever has not answered has dropped."""
-        if self.phase in (Phase.COMPLETED, Phase.ABORTED):
+        if self.finished:
             raise self._local(f"close_phase() in phase {self.phase.value}")
+        for c in self._awaiting:
+            self.peers[c] = PeerState.DROPPED
+        self._awaiting = set()
         return self._close()
+
+    def peer_lost(self, client: int) -> list[Outgoing]:
+        """The transport lost ``client`` (a disconnect, an MQTT Last Will): it has dropped."""
+        if self.finished or self.peers.get(client) in (None, *PEER_ENDED):
+            return []
+        self.peers[client] = PeerState.DROPPED
+        self._awaiting.discard(client)
+        self._forget_shares_from(client)
+        return self._maybe_close()
 
     @property
     def finished(self) -> bool:
@@ -224,227 +247,288 @@ class Server:
     def _header(self) -> dict:
         return {"session_id": self.config.session_id, "round": self.config.round, "sender": SERVER_ID}
 
-    def _local(self, text: str) -> LocalProtocolError:
-        return LocalProtocolError(f"server: {text}", round=self.config.round, state=self.phase.value)
+    def _send(self, messages: Iterable[Message]) -> list[Outgoing]:
+        return [Outgoing(m.recipient, encode(m)) for m in messages]
 
-    def _fault(self, client: int) -> None:
-        if client in self.peers and self.peers[client] not in (PeerState.DROPPED, PeerState.EXCLUDED):
-            self.peers[client] = PeerState.ERROR
-            self._awaiting.discard(client)
-            self._faulty.add(client)
-            # A faulty client's answer in this phase no longer counts; one already in the sum stays.
-            self._requests.pop(client, None)
+    def _local(self, text: str) -> LocalProtocolError:
+        return LocalProtocolError(f"server, round {self.config.round}: {text}", round=self.config.round,
+                                  state=self.phase.value, phase=self.phase.value)
+
+    def _fault(self, kind: type[RemoteProtocolError], client: int, text: str) -> RemoteProtocolError:
+        return kind(f"client {client}, round {self.config.round} ({self.phase.value}): {text}",
+                    client=client, round=self.config.round, state=self.peers[client].value,
+                    phase=self.phase.value)
+
+    def _check(self, frame: bytes, sender: int, state: PeerState) -> Message | None:
+        """Decode a frame and place it in the round table; None if it is to be ignored."""
+        try:
+            msg = decode(frame, self.limits)
+        except MalformedMessage as exc:
+            raise self._fault(MalformedMessage, sender, f"malformed frame: {exc}") from None
+        if msg.sender != sender:
+            raise self._fault(UnexpectedMessage, sender, f"frame claims to be from client {msg.sender}")
+        if (msg.session_id, msg.round) != (self.config.session_id, self.config.round):
+            self.ignored.add(sender, "another session or round")  # a replay, not this round's fault
+            return None
+        index = ROUND_OF_RESPONSE.get(type(msg))
+        if index is None:
+            raise self._fault(UnexpectedMessage, sender, f"sent {msg.name}, which only the server sends")
+        current = phase_index(self.phase)
+        if index > current:
+            raise self._fault(UnexpectedMessage, sender,
+                              f"sent {msg.name} before the server asked for it")
+        if index < current or state is PEER_SENT[current]:
+            raise self._fault(Equivocation, sender,
+                              f"sent a second, different {msg.name} (equivocation)")
+        return msg
+
+    def _blame(self, client: int, error: RemoteProtocolError) -> list[Outgoing]:
+        """Exclude ``client`` for ``error``; the round goes on without it."""
+        self.excluded[client] = error
+        self.peers[client] = PeerState.EXCLUDED
+        self._awaiting.discard(client)
+        self._forget_shares_from(client)
+        notice = Abort(**self._header(), recipient=client,
+                       reason=f"excluded from round {self.config.round}: {error}"[:4096])
+        return self._send([notice])
+
+    def _forget_shares_from(self, client: int) -> None:
+        """A client that left the Unmask phase: none of its revealed shares is used."""
+        if self.phase is Phase.UNMASK:
+            for table in (self._self_mask_shares, self._key_shares):
+                for shares in table.values():
+                    shares.pop(client, None)
 
     def _live_neighbours(self, client: int, members: Iterable[int] | frozenset[int]) -> list[int]:
         return [v for v in self._graph.neighbours(client) if v in members]
 
-    def _prune(self, members: set[int]) -> tuple[set[int], list[int]]:
-        """Drop, until stable, every member with fewer than t live neighbours."""
+    def _prune(self, members: set[int]) -> list[int]:
+        """Drop from ``members``, until stable, every member with fewer than t live neighbours."""
         t = self.config.threshold
-        excluded = []
+        pruned = []
         changed = True
         while changed:
             changed = False
             for c in sorted(members):
                 if len(self._live_neighbours(c, members)) < t:
                     members.discard(c)
-                    excluded.append(c)
+                    pruned.append(c)
                     changed = True
-        return members, excluded
+        return pruned
 
-    def _exclude(self, clients: Iterable[int], why: str) -> list[Message]:
-        out = []
-        for c in clients:
-            self.peers[c] = PeerState.EXCLUDED
-            out.append(Abort(**self._header(), recipient=c, reason=why))
-        return out
-
-    def _abort(self, reason: str, unrecoverable: Iterable[int] = ()) -> list[Message]:
-        notify = [
-            c for c, s in self.peers.items()
-            if s not in (PeerState.DROPPED, PeerState.EXCLUDED, PeerState.ERROR)
-        ]
+    def _abort(self, reason: str, unrecoverable: Iterable[int] = ()) -> list[Outgoing]:
+        notify = [c for c, s in self.peers.items() if s not in PEER_ENDED]
         self._aborted = RoundAborted(
             f"round {self.config.round} aborted in {self.phase.value}: {reason}",
-            round=self.config.round, state=self.phase.value, unrecoverable=unrecoverable,
+            round=self.config.round, phase=self.phase.value, unrecoverable=unrecoverable,
         )
         self.phase = Phase.ABORTED
         self._accumulator = None  # nothing of the round survives an abort
-        return [Abort(**self._header(), recipient=c, reason=self._aborted.reason) for c in notify]
+        return self._send(Abort(**self._header(), recipient=c, reason=self._aborted.reason[:4096])
+                          for c in notify)
 
-    def _maybe_close(self) -> list[Message]:
+    def _maybe_close(self) -> list[Outgoing]:
         if self.finished or self._awaiting:
             return []
         return self._close()
 
-    # --- message handling ---------------------------------------------------------------------
+    # --- responses: one handler per row of ROUNDS ---------------------------------------------
 
-    def _handle(self, msg: Message) -> None:
-        match msg:
-            case AdvertiseKeys():
-                self._advertised[msg.sender] = NeighbourKeys(
-                    client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key
-                )
-            case ShareKeys():
-                self._on_share_keys(msg)
-            case MaskedInput():
-                self._on_masked_input(msg)
-            case UnmaskResponse():
-                self._on_unmask_response(msg)
+    def _accept_advertise_keys(self, msg: AdvertiseKeys) -> None:
+        for what, key in (("encryption", msg.encryption_key), ("mask", msg.mask_key)):
+            fault = kex.public_key_fault(key)
+            if fault:
+                raise self._fault(InvalidPublicKey, msg.sender, f"its {what} key is {fault}")
+        self._advertised[msg.sender] = NeighbourKeys(
+            client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key
+        )
 
-    def _on_share_keys(self, msg: ShareKeys) -> None:
+    def _accept_share_keys(self, msg: ShareKeys) -> None:
         expected = self._live_neighbours(msg.sender, self._u1)
         got = [e.peer for e in msg.encrypted_shares]
         if got != expected:
-            raise RemoteProtocolError(
-                f"client {msg.sender} sent shares for clients {got}; expected exactly its live "
-                f"neighbours {expected}"
-            )
-        sender = msg.sender
+            raise self._fault(UnexpectedMessage, msg.sender,
+                              f"sent shares for clients {got}; expected exactly its live neighbours "
+                              f"{expected}")
+        self._commitments[msg.sender] = msg.self_mask_commitment
         for peer, ciphertext in msg.encrypted_shares:
-            self._inboxes.setdefault(peer, {})[sender] = EncryptedShares(sender, ciphertext)
+            self._inboxes.setdefault(peer, {})[msg.sender] = EncryptedShares(msg.sender, ciphertext)
 
-    def _on_masked_input(self, msg: MaskedInput) -> None:
+    def _accept_masked_input(self, msg: MaskedInput) -> list[tuple[int, RemoteProtocolError]]:
+        sender = msg.sender
         if msg.bits != self.config.bits or msg.masked.size != self.config.dim:
-            raise RemoteProtocolError(
-                f"client {msg.sender} sent a masked input of {msg.masked.size} coordinates at "
-                f"{msg.bits} bits; expected {self.config.dim} at {self.config.bits} bits"
-            )
+            raise self._fault(UnexpectedMessage, sender,
+                              f"sent a masked input of {msg.masked.size} coordinates at {msg.bits} "
+                              f"bits; expected {self.config.dim} at {self.config.bits} bits")
+        forwarded = set(self._live_neighbours(sender, self._u2))
+        strangers = sorted(set(msg.complaints) - forwarded)
+        if strangers:
+            raise self._fault(UnexpectedMessage, sender,
+                              f"complains about clients {strangers}, whose shares it was never sent")
         np.add(self._accumulator, msg.masked, out=self._accumulator)
-        self._u3.add(msg.sender)
+        self._u3.add(sender)
+        self._held[sender] = frozenset(forwarded - set(msg.complaints))
+        # The server cannot open the ciphertext; it takes the complaint at its word (SPEC 5.4).
+        return [(w, self._fault(BadShare, w, f"client {sender} reports that its share ciphertext "
+                                             "does not open")) for w in msg.complaints]
 
-    def _on_unmask_response(self, msg: UnmaskResponse) -> None:
+    def _accept_unmask(self, msg: UnmaskResponse) -> None:
         request = self._requests.get(msg.sender)
         got_self = tuple(s.peer for s in msg.self_mask_shares)
         got_keys = tuple(s.peer for s in msg.key_shares)
         if request is None or (got_self, got_keys) != (request.survivors, request.dropped):
-            raise RemoteProtocolError(
-                f"client {msg.sender} answered Unmask with shares of {got_self} / {got_keys}; "
-                f"the request asked for {request.survivors if request else ()} / "
-                f"{request.dropped if request else ()}"
-            )
+            raise self._fault(UnexpectedMessage, msg.sender,
+                              f"answered Unmask with shares of {got_self} / {got_keys}; the request "
+                              f"asked for {request.survivors if request else ()} / "
+                              f"{request.dropped if request else ()}")
         for s in msg.self_mask_shares:
-            self._self_mask_shares.setdefault(s.peer, []).append((msg.sender, s.share))
+            self._self_mask_shares.setdefault(s.peer, {})[msg.sender] = s.share
         for s in msg.key_shares:
-            self._key_shares.setdefault(s.peer, []).append((msg.sender, s.share))
+            self._key_shares.setdefault(s.peer, {})[msg.sender] = s.share
 
     # --- phase transitions --------------------------------------------------------------------
 
-    def _close(self) -> list[Message]:
-        answered, awaited_next, next_phase = PHASE_CLOSE[self.phase]
-        members = {c for c, s in self.peers.items() if s is answered}
-        for c in self._awaiting:
-            self.peers[c] = PeerState.DROPPED
-        self._awaiting = set()
-        if self.phase is Phase.UNMASK:
-            return self._finish()
-        if self.phase is Phase.MASKED_INPUT:
-            # Clients in the sum stay in it whatever happens next.
-            members = set(self._u3)
+    def _close(self) -> list[Outgoing]:
         closing = self.phase
-        self.phase = next_phase
-        if closing is not Phase.MASKED_INPUT:
-            members, excluded = self._prune(members)
-            out = self._exclude(
-                excluded,
-                f"fewer than t = {self.config.threshold} live neighbours after {closing.value}; "
-                "this client's secrets could not be recovered",
+        sent, awaited_next, next_phase = PHASE_CLOSE[closing]
+        out = getattr(self, "_close_" + ROUND_OF_PHASE[closing].key)()
+        if self.finished:
+            return out
+        members = {c for c, s in self.peers.items() if s is sent}
+        if closing is Phase.MASKED_INPUT:
+            members = {c for c in self._u3 if self.peers[c] is sent}
+        if ROUND_OF_PHASE[closing].prunes:
+            pruned = self._prune(members)
+            for c in pruned:
+                self.peers[c] = PeerState.PRUNED
+            out += self._send(
+                Abort(**self._header(), recipient=c,
+                      reason=f"fewer than t = {self.config.threshold} live neighbours after "
+                             f"{closing.value}; this client's secrets could not be recovered")
+                for c in pruned
             )
-        else:
-            out = []
-        if len(members) < self.min_contributors:
+        contributors = len(self._u3) if closing is Phase.MASKED_INPUT else len(members)
+        if next_phase is not Phase.COMPLETED and contributors < self.min_contributors:
             return out + self._abort(
-                f"only {len(members)} clients remain after {closing.value}; "
+                f"only {contributors} clients remain after {closing.value}; "
                 f"at least {self.min_contributors} are required"
             )
+        self.phase = next_phase
         for c in members:
-            if self.peers[c] is answered:
-                self.peers[c] = awaited_next
-                self._awaiting.add(c)
-        if closing is Phase.ADVERTISE_KEYS:
-            self._u1 = frozenset(members)
-            return out + self._share_keys_requests()
-        if closing is Phase.SHARE_KEYS:
-            self._u2 = frozenset(members)
-            return out + self._masked_input_requests()
-        return out + self._unmask_requests()
+            self.peers[c] = awaited_next
+        self._awaiting = set(members)
+        return out + getattr(self, "_open_" + ROUND_OF_PHASE[next_phase].key)(members)
 
-    def _share_keys_requests(self) -> list[Message]:
-        return [
+    def _close_advertise_keys(self) -> list[Outgoing]:
+        return []
+
+    def _close_share_keys(self) -> list[Outgoing]:
+        return []
+
+    def _close_masked_input(self) -> list[Outgoing]:
+        return []
+
+    def _close_unmask(self) -> list[Outgoing]:
+        return self._finish()
+
+    def _open_share_keys(self, members: set[int]) -> list[Outgoing]:
+        self._u1 = frozenset(members)
+        return self._send(
             ShareKeysRequest(
                 **self._header(), recipient=c,
                 neighbour_keys=tuple(self._advertised[v] for v in self._live_neighbours(c, self._u1)),
             )
             for c in sorted(self._u1)
-        ]
+        )
 
-    def _masked_input_requests(self) -> list[Message]:
+    def _open_masked_input(self, members: set[int]) -> list[Outgoing]:
+        self._u2 = frozenset(members)
         out = []
         for c in sorted(self._u2):
             inbox = self._inboxes.get(c, {})
-            out.append(
-                MaskedInputRequest(
-                    **self._header(), recipient=c,
-                    encrypted_shares=tuple(inbox[u] for u in self._live_neighbours(c, self._u2)),
-                )
-            )
+            out.append(MaskedInputRequest(
+                **self._header(), recipient=c,
+                encrypted_shares=tuple(inbox[u] for u in self._live_neighbours(c, self._u2)),
+            ))
         self._inboxes.clear()
-        return out
+        return self._send(out)
 
     def _needed_secrets(self) -> tuple[list[int], list[int]]:
-        """Survivors whose b_u is needed; dropped clients whose s_u is needed (some survivor
-        neighbour included their pairwise mask)."""
+        """Contributors whose b_u is needed; U2 members outside the sum whose s_u is needed
+        (some contributor included their pairwise mask)."""
         u3 = self._u3
         survivors = sorted(u3)
-        dropped = sorted(
-            u for u in self._u2 - u3 if any(v in u3 for v in self._graph.neighbours(u))
-        )
+        dropped = sorted(u for u in self._u2 - u3 if any(v in u3 for v in self._graph.neighbours(u)))
         return survivors, dropped
 
-    def _unmask_requests(self) -> list[Message]:
-        u3, t = self._u3, self.config.threshold
+    def _open_unmask(self, members: set[int]) -> list[Outgoing]:
+        t = self.config.threshold
         survivors, dropped = self._needed_secrets()
-        # Holders of a secret are its owner's neighbours in U3 that are still answering.
-        responders = {c for c in u3 if self.peers[c] is PeerState.AWAIT_UNMASK_RESPONSE}
-        short = [u for u in survivors + dropped if len(self._live_neighbours(u, responders)) < t]
+        holders = {u: [v for v in self._live_neighbours(u, members) if u in self._held.get(v, ())]
+                   for u in survivors + dropped}
+        short = [u for u, hs in holders.items() if len(hs) < t]
         if short:
             return self._abort(
-                f"clients {sorted(short)} have fewer than t = {t} surviving neighbours to hold "
-                "their secrets",
-                unrecoverable=short,
+                f"clients {sorted(short)} have fewer than t = {t} surviving neighbours holding "
+                "their shares", unrecoverable=short,
             )
+        u3 = self._u3
         self._requests = {
             v: UnmaskRequest(
                 **self._header(), recipient=v,
-                survivors=tuple(self._live_neighbours(v, u3)),
-                dropped=tuple(u for u in self._live_neighbours(v, self._u2) if u not in u3),
+                survivors=tuple(u for u in self._live_neighbours(v, u3) if u in self._held[v]),
+                dropped=tuple(u for u in self._live_neighbours(v, self._u2)
+                              if u not in u3 and u in self._held[v]),
             )
-            for v in sorted(responders)
+            for v in sorted(members)
         }
-        return list(self._requests.values())
+        return self._send(self._requests.values())
 
-    def _finish(self) -> list[Message]:
+    def _verified(self, owner: int, secret: bytes, is_seed: bool) -> bool:
+        if is_seed:
+            return self_mask_commitment(secret, self.config, owner) == self._commitments[owner]
+        return kex.public_key(secret) == self._advertised[owner].mask_key
+
+    def _finish(self) -> list[Outgoing]:
+        """Recover every needed secret, blaming holders of shares that do not fit; then unmask.
+
+        A holder is blamed only when the secret its share contradicts was recovered AND verified
+        (against the owner's commitment or advertised key), so a decoding that went wrong can
+        abort the round but never frames an honest holder."""
         t = self.config.threshold
         survivors, dropped = self._needed_secrets()
-        short = [u for u in survivors if len(self._self_mask_shares.get(u, ())) < t] + [
-            u for u in dropped if len(self._key_shares.get(u, ())) < t
-        ]
-        if short:
-            return self._abort(
-                f"fewer than t = {t} shares arrived for the secrets of clients {sorted(short)}",
-                unrecoverable=short,
-            )
-        try:
-            seeds = shamir.reconstruct_many([self._self_mask_shares[u] for u in survivors], t)
-            private_keys = shamir.reconstruct_many([self._key_shares[u] for u in dropped], t)
-        except ShamirError as exc:
-            return self._abort(f"secret reconstruction failed: {exc}")
-        wrong = [u for u, sk in zip(dropped, private_keys) if kex.public_key(sk) != self._advertised[u].mask_key]
-        if wrong:
-            return self._abort(
-                f"the reconstructed mask keys of clients {wrong} do not match the keys they advertised",
-                unrecoverable=wrong,
-            )
+        owners = [(u, True) for u in survivors] + [(u, False) for u in dropped]
+        out: list[Outgoing] = []
+        while True:
+            tables = [(self._self_mask_shares if seed else self._key_shares).get(u, {}) for u, seed in owners]
+            recoveries = shamir.recover_many([sorted(tb.items()) for tb in tables], t)
+            culprits: dict[int, str] = {}
+            failed: dict[int, str] = {}
+            for (u, seed), rec in zip(owners, recoveries):
+                if rec.secret is None:
+                    failed[u] = rec.reason or "too few consistent shares"
+                elif not self._verified(u, rec.secret, seed):
+                    failed[u] = ("the recovered secret does not match what the client committed to "
+                                 "(shares altered consistently, or dealt inconsistently)")
+                else:
+                    for holder in rec.bad:
+                        culprits.setdefault(holder, f"its share of client {u}'s "
+                                            f"{'self-mask seed' if seed else 'mask key'} does not lie "
+                                            "on the polynomial of the other shares")
+            culprits = {h: why for h, why in culprits.items() if self.peers[h] is not PeerState.EXCLUDED}
+            if culprits:
+                for holder, why in sorted(culprits.items()):
+                    out += self._blame(holder, self._fault(BadShare, holder, why))
+                continue  # without the culprits' shares, a failed secret may now be recovered
+            if failed:
+                return out + self._abort(
+                    "could not recover the secrets of clients "
+                    + "; ".join(f"{u}: {why}" for u, why in sorted(failed.items())),
+                    unrecoverable=failed,
+                )
+            break
+        seeds = [rec.secret for rec in recoveries[: len(survivors)]]
+        private_keys = [rec.secret for rec in recoveries[len(survivors):]]
         cfg = self.config
 
         def masks():
@@ -467,8 +551,8 @@ class Server:
             ring_sum=total,
             contributors=tuple(sorted(self._u3)),
             dropped=tuple(c for c in cfg.clients if c not in self._u3),
-            faulty=tuple(sorted(self._faulty)),
+            excluded=tuple(sorted(self.excluded)),
             mask_expansions=expansions,
         )
         self.phase = Phase.COMPLETED
-        return []
+        return out

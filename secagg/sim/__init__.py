@@ -1,0 +1,2 @@
+"""The simulator's jobs, one module each: a scenario (who takes part, with what input, who drops
+out when), the router that runs it (``secagg.transport.memory``), and the report."""

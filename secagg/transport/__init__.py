@@ -1,0 +1,1 @@
+"""Drivers: they move frames between the sans-IO core's parties and nothing else."""
