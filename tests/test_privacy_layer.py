@@ -97,6 +97,22 @@ def test_auto_bits_is_the_smallest_width_holding_the_sum():
     assert plan.ring_dim == 128 + 1
 
 
+@pytest.mark.parametrize("clients, dim, z", [(10_000, 100, 1.0), (1000, 10, 0.5), (20, 100_000, 1.0)])
+def test_auto_scale_gives_each_client_noise_of_at_least_two_ring_units(clients, dim, z):
+    # Below sigma_c ~ 1 the distributed discrete Gaussian's tau term dominates epsilon.
+    plan = DPPlan.create(dim, clip=1.0, noise_multiplier=z, min_clients=clients, max_clients=clients,
+                         rotation_seed=bytes(32))
+    assert math.sqrt(plan.local_variance) >= 2.0 - 1e-9
+    assert plan.clip / plan.gamma >= 8 * math.sqrt(plan.noise_dim - 1) - 1e-9
+
+
+def test_auto_scale_at_ten_thousand_clients_does_not_overshoot_epsilon():
+    # Issue 8: at n = m_min = 10,000, d = 100, z = 1 the old scale (sigma_c 0.9) gave 5.78.
+    plan = DPPlan.create(100, clip=1.0, noise_multiplier=1.0, min_clients=10_000, max_clients=10_000,
+                         rotation_seed=bytes(32))
+    assert plan.epsilon(rounds=1, delta=1e-5) < 4.95
+
+
 def test_given_bits_choose_the_finest_safe_scale():
     plan = _plan(bits=16)
     assert plan.bits == 16

@@ -58,6 +58,24 @@ def _wrap_bound(*, clients, clip, gamma, dim, rotate, local_variance, wrap_proba
     return clients * max(per_client, flag, 1.0) + clients + noise_bound
 
 
+MIN_LOCAL_STD = 2.0
+
+
+def auto_gamma(clip: float, noise_multiplier: float, min_clients: int, padded_dim: int) -> float:
+    """The scale of ``bits="auto"``: the coarser of two needs.
+
+    - C/gamma >= 8 sqrt(D): rounding inflates the sensitivity by under 1%;
+    - sigma_c = z C / (gamma sqrt(m_min)) >= 2: each client's discrete noise is wide enough for
+      the sum of m_min of them to behave as one discrete Gaussian (Kairouz et al. 2021's tau term
+      decays as exp(-2 pi^2 sigma_c^2 k / (k + 1))); below about 1 that term dominates epsilon.
+    Both hold at gamma = min(C / (8 sqrt(D)), z C / (2 sqrt(m_min))).
+    """
+    gamma = clip / (8 * math.sqrt(padded_dim))
+    if noise_multiplier > 0:
+        gamma = min(gamma, noise_multiplier * clip / (MIN_LOCAL_STD * math.sqrt(min_clients)))
+    return gamma
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DPPlan:
     """The public parameters of the privacy layer for one round (every party computes the same)."""
@@ -176,8 +194,7 @@ class DPPlan:
                                flag_weight=flag_weight)
 
         if bits == "auto":
-            # Fine enough that rounding inflates the sensitivity by under 1% (C/gamma = 8 sqrt(D)).
-            gamma = clip / (8 * math.sqrt(padded))
+            gamma = auto_gamma(clip, noise_multiplier, min_clients, padded)
             need = math.ceil(math.log2(bound(gamma) + 1)) + 1
             if need > MAX_BITS:
                 raise ConfigurationError(
