@@ -187,9 +187,58 @@ def test_discrete_mechanisms_approach_the_gaussian_at_high_scale(mechanism):
     # Fine resolution (gamma small) and large per-client noise: the discrete mechanism's epsilon
     # is within a few percent of dp-accounting's continuous Gaussian at the same multiplier.
     plan = _plan(mechanism=mechanism, bits=40, shapes=1000, flag_weight=0.01)
-    discrete = plan.epsilon(rounds=10, sampling=1.0, delta=1e-5)
-    continuous = gaussian_epsilon(1.0, rounds=10, sampling=1.0, delta=1e-5)
+    discrete = plan.epsilon(rounds=10, sampling=1.0, delta=1e-5, accountant="rdp")
+    continuous = gaussian_epsilon(1.0, rounds=10, sampling=1.0, delta=1e-5, accountant="rdp")
     assert continuous <= discrete <= 1.05 * continuous
+
+
+def test_pld_is_never_looser_than_rdp_and_names_the_accountant():
+    for kw in (dict(rounds=1), dict(rounds=10, sampling=0.3), dict(rounds=50, sampling=0.05)):
+        acc = _plan().accounting(delta=1e-5, **kw)
+        rdp = _plan().accounting(delta=1e-5, accountant="rdp", **kw)
+        assert acc.accountant == "pld" and rdp.accountant == "rdp" and rdp.pld_epsilon is None
+        assert acc.pld_epsilon == acc.epsilon < acc.rdp_epsilon == rdp.epsilon
+    skellam = _plan(mechanism="skellam").accounting(delta=1e-5)
+    assert skellam.accountant == "rdp" and skellam.pld_epsilon is None
+
+
+def test_pld_gaussian_matches_the_exact_gaussian_curve():
+    # One round, no sampling: the Gaussian's exact (epsilon, delta) curve (Balle and Wang 2018,
+    # Thm. 8) at noise multiplier 1 puts epsilon 4.3772 at delta 1e-5; RDP gives about 4.73.
+    from secagg.privacy.accounting import analytic_gaussian_delta
+
+    eps = gaussian_epsilon(1.0, rounds=1, sampling=1.0, delta=1e-5)
+    assert abs(analytic_gaussian_delta(eps, 1.0) - 1e-5) < 1e-7
+    assert eps < gaussian_epsilon(1.0, rounds=1, sampling=1.0, delta=1e-5, accountant="rdp") - 0.3
+
+
+@pytest.mark.parametrize("eps", [0.5, 1.0, 3.0])
+def test_analytic_gaussian_calibration_agrees_with_the_pld_accountant(eps):
+    from secagg.privacy.accounting import analytic_gaussian_delta, analytic_gaussian_noise_multiplier
+
+    z = analytic_gaussian_noise_multiplier(eps, 1e-5)
+    assert math.isclose(analytic_gaussian_delta(eps, z), 1e-5, rel_tol=1e-8)
+    # Two independent computations of one curve: Balle and Wang's formula and dp-accounting's PLD.
+    assert math.isclose(gaussian_epsilon(z, rounds=1, sampling=1.0, delta=1e-5), eps, rel_tol=2e-3)
+    # Tighter than the classical sqrt(2 ln(1.25 / delta)) / eps.
+    assert z < math.sqrt(2 * math.log(1.25 / 1e-5)) / eps
+
+
+def test_ddgauss_pld_at_high_scale_is_the_gaussian_pld():
+    plan = _plan(bits=40, shapes=1000, flag_weight=0.01)
+    continuous = gaussian_epsilon(1.0, rounds=10, sampling=0.5, delta=1e-5)
+    assert continuous <= plan.epsilon(rounds=10, sampling=0.5, delta=1e-5) <= 1.02 * continuous
+
+
+def test_discrete_gaussian_pld_matches_the_continuous_at_central_sigma_20():
+    # What the PLD figure for the distributed discrete Gaussian leans on (accounting docstring):
+    # dp-accounting's exact one-dimensional discrete Gaussian PLD against the continuous one.
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    for sigma in (20.0, 200.0):
+        cont = pld.from_gaussian_mechanism(sigma, sensitivity=sigma).get_epsilon_for_delta(1e-5)
+        disc = pld.from_discrete_gaussian_mechanism(sigma, sensitivity=int(sigma)).get_epsilon_for_delta(1e-5)
+        assert abs(disc / cont - 1) < 2e-4
 
 
 def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_sampling():
@@ -392,8 +441,11 @@ def test_privacy_plan_vector():
     assert (plan.bits, plan.flag_scale) == (auto["bits"], auto["flag_scale"])
     for key, value in (("gamma", plan.gamma), ("wrap_bound", plan.wrap_bound()), ("norm_bound", plan.norm_bound)):
         assert math.isclose(value, auto[key], rel_tol=1e-9), key
-    assert math.isclose(plan.epsilon(rounds=1, delta=1e-5), auto["epsilon_1_round"], rel_tol=1e-6)
-    assert math.isclose(plan.epsilon(rounds=10, sampling=0.5, delta=1e-5), auto["epsilon_10_rounds_q05"], rel_tol=1e-6)
+    for key, kw in (("1_round", dict(rounds=1)), ("10_rounds_q05", dict(rounds=10, sampling=0.5))):
+        acc = plan.accounting(delta=1e-5, **kw)
+        assert acc.accountant == auto[f"accountant_{key}"]
+        assert math.isclose(acc.epsilon, auto[f"epsilon_{key}"], rel_tol=1e-6)
+        assert math.isclose(acc.rdp_epsilon, auto[f"rdp_epsilon_{key}"], rel_tol=1e-6)
     fixed = DPPlan.create(tuple(map(tuple, v["shapes"])), bits=20, **common)
     assert math.isclose(fixed.gamma, v["bits_20"]["gamma"], rel_tol=1e-9)
     assert [int(s) for s in rotation.signs(seed, 32)] == v["signs"]

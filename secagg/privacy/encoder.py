@@ -32,9 +32,11 @@ from secagg.errors import ConfigurationError, InvalidInput, PrivacyBudgetExhaust
 from secagg.privacy import noise, rotation
 from secagg.privacy.accounting import (
     DEFAULT_BETA,
+    Accountant,
+    Accounting,
     Mechanism,
     RoundMechanism,
-    epsilon,
+    accounting,
     inflated_l2,
     log_bisect,
 )
@@ -137,8 +139,15 @@ class DPPlan:
             local_variance=self.local_variance, noise_clients=self.min_clients, dim=self.noise_dim,
         )
 
-    def epsilon(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6) -> float:
-        return epsilon(self.round_mechanism(), rounds=rounds, sampling=sampling, delta=delta)
+    def accounting(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6,
+                   accountant: Accountant | str = Accountant.PLD) -> Accounting:
+        """epsilon after ``rounds`` rounds, the accountant that gave it and the RDP figure."""
+        return accounting(self.round_mechanism(), rounds=rounds, sampling=sampling, delta=delta,
+                          accountant=accountant)
+
+    def epsilon(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6,
+                accountant: Accountant | str = Accountant.PLD) -> float:
+        return self.accounting(rounds=rounds, sampling=sampling, delta=delta, accountant=accountant).epsilon
 
     def wrap_bound(self) -> float:
         return _wrap_bound(
