@@ -110,12 +110,13 @@ class SimulationReport:
                 f"~{self.error_bound:.3g})"
             )
         if self.dp:
+            count = ("not counted (flag weight 0)" if self.dp["clipped_count"] is None else
+                     f"(noised) {self.dp['clipped_count']:.1f} +- {self.dp['clipped_count_std']:.1f}")
             lines.append(
                 f"  privacy: {self.dp['mechanism']}, clip {self.dp['clip']}, noise multiplier "
                 f"{self.dp['noise_multiplier']}, m_min {self.dp['min_clients']}: epsilon "
-                f"{self.dp['epsilon']:.4g} at delta {self.dp['delta']} for this round; clipped "
-                f"clients (noised) {self.dp['clipped_count']:.1f} +- {self.dp['clipped_count_std']:.1f} "
-                f"(true {self.dp['clipped_true']})"
+                f"{self.dp['epsilon']:.4g} at delta {self.dp['delta']} for this round "
+                f"({self.dp['accountant']}); clipped clients {count} (true {self.dp['clipped_true']})"
             )
         if self.malicious:
             lines.append(f"  malicious clients ({self.dp.get('attack')}): {self.malicious}")
@@ -160,6 +161,10 @@ def make_input(seed: int | None, client: int, dim: int, value_range: float) -> n
     """Test data for one client: uniform in [-R, R], reproducible from (seed, client)."""
     gen = np.random.default_rng(None if seed is None else [seed, client])
     return gen.uniform(-value_range, value_range, dim)
+
+
+def _accounting_fields(acc) -> dict:
+    return {"epsilon": acc.epsilon, "accountant": acc.accountant, "rdp_epsilon": acc.rdp_epsilon}
 
 
 def simulate(
@@ -363,7 +368,8 @@ def simulate(
             dp={"mechanism": privacy.mechanism.value, "clip": privacy.clip,
                 "noise_multiplier": privacy.noise_multiplier, "min_clients": privacy.min_clients,
                 "bits": privacy.bits, "gamma": privacy.gamma, "delta": delta,
-                "epsilon": privacy.epsilon(rounds=1, delta=delta),
+                **_accounting_fields(privacy.accounting(rounds=1, delta=delta)),
+                "flag_weight": privacy.flag_weight,
                 "clipped_count": aggregate.clipped_count,
                 "clipped_count_std": privacy.clip_count_std(m),
                 "clipped_true": sum(bool(encoders[c].clipped) for c in result.contributors),

@@ -110,7 +110,44 @@ def test_auto_scale_at_ten_thousand_clients_does_not_overshoot_epsilon():
     # Issue 8: at n = m_min = 10,000, d = 100, z = 1 the old scale (sigma_c 0.9) gave 5.78.
     plan = DPPlan.create(100, clip=1.0, noise_multiplier=1.0, min_clients=10_000, max_clients=10_000,
                          rotation_seed=bytes(32))
-    assert plan.epsilon(rounds=1, delta=1e-5) < 4.95
+    acc = plan.accounting(rounds=1, delta=1e-5)
+    assert acc.epsilon < 4.5 and acc.accountant == "pld"
+    assert acc.rdp_epsilon < 4.91  # the issue's target, even without PLD
+
+
+def test_default_flag_weight_costs_about_one_percent_of_sensitivity():
+    plan = _plan()
+    assert plan.flag_weight == 0.1
+    mech = plan.round_mechanism()
+    assert mech.l2_sensitivity <= 1.01 * plan.norm_bound
+    heavier = _plan(flag_weight=0.25)
+    assert plan.epsilon(delta=1e-5) < heavier.epsilon(delta=1e-5)
+
+
+def test_flag_weight_zero_leaves_the_count_out_everywhere():
+    plan = _plan(noise_multiplier=0.0, flag_weight=0.0)
+    assert not plan.counts_clipping and plan.ring_dim == plan.signal_dim == 128
+    assert plan.flag_scale == 0 and plan.clip_count_std(10) is None
+    assert plan.round_mechanism().l2_sensitivity == plan.norm_bound
+    gen = np.random.default_rng(3)
+    updates = [gen.normal(size=100) * (10 if i == 0 else 0.01) for i in range(10)]
+    ring = sum(DPEncoder(plan, rng=DeterministicRandom(str(i))).encode(u).astype(np.uint64)
+               for i, u in enumerate(updates)) & np.uint64(2**plan.bits - 1)
+    agg = DPDecoder(plan).decode(ring, 10)
+    true = sum(u * min(1.0, 1.0 / np.linalg.norm(u)) for u in updates)
+    assert agg.clipped_count is None
+    assert np.linalg.norm(agg.flat - true) <= 10 * plan.gamma * math.sqrt(plan.noise_dim)
+    report = PlausibilityChecks(plan, min_aggregate=10).run(agg)
+    assert "clipped_count" not in {r.name for r in report.results} and not report.rejected
+
+
+def test_flag_weight_zero_round_through_the_protocol():
+    plan = _plan(flag_weight=0.0, min_clients=15, max_clients=20)
+    report = simulate(20, 100, privacy=plan, seed=4)
+    assert report.exact and not report.rejected
+    assert report.dp["clipped_count"] is None and report.dp["clipped_count_std"] is None
+    assert "not counted" in report.summary()
+    json.dumps(report.as_dict())  # None, never NaN: valid JSON
 
 
 def test_given_bits_choose_the_finest_safe_scale():
@@ -129,6 +166,8 @@ def test_infeasible_plans_are_refused_with_what_to_change():
         _plan(min_clients=40, max_clients=30)
     with pytest.raises(ConfigurationError, match="bits"):
         _plan(bits=70)
+    with pytest.raises(ConfigurationError, match=r"flag weight must lie in \[0, 1\]"):
+        _plan(flag_weight=-0.1)
 
 
 def test_encoding_without_noise_decodes_to_the_clipped_sum():

@@ -3,8 +3,9 @@
 Client, in order (Kairouz et al. 2021; TFF's DistributedDpSumFactory, with its weak points fixed):
 1. validate the update: the agreed tensor shapes, a real dtype, every value finite;
 2. flatten, and (default) rotate with a randomized Hadamard transform under the round's public seed;
-3. L2-clip to C; whether the client clipped becomes one extra coordinate, so the server learns
-   only the (noised) number of clients that clipped;
+3. L2-clip to C; whether the client clipped becomes one extra coordinate of weight w C (default
+   w = 0.1; w = 0 leaves the coordinate out), so the server learns only the (noised) number of
+   clients that clipped;
 4. scale by 1/gamma and round stochastically, resampling until the rounded vector's norm is within
    the published inflated bound (conditional rounding: the sensitivity the accountant uses);
 5. add discrete noise (discrete Gaussian or Skellam) of variance sigma_c^2 = (z C / gamma)^2 / m_min
@@ -43,6 +44,7 @@ from secagg.privacy.accounting import (
 from secagg.quantize import MAX_BITS, real_values, ring_dtype
 
 MAX_ROUNDING_TRIES = 1000
+DEFAULT_FLAG_WEIGHT = 0.1
 
 
 def _wrap_bound(*, clients, clip, gamma, dim, rotate, local_variance, wrap_probability,
@@ -56,7 +58,7 @@ def _wrap_bound(*, clients, clip, gamma, dim, rotate, local_variance, wrap_proba
     total_variance = clients * local_variance
     log_term = math.log(4 * (dim + 1) / wrap_probability)
     noise_bound = log_term / 3 + math.sqrt(log_term**2 / 9 + 2 * total_variance * log_term)
-    flag = max(1, round(flag_weight * c))
+    flag = max(1, round(flag_weight * c)) if flag_weight > 0 else 0
     return clients * max(per_client, flag, 1.0) + clients + noise_bound
 
 
@@ -94,16 +96,26 @@ class DPPlan:
     rotation_seed: bytes = field(repr=False)
     beta: float = DEFAULT_BETA
     wrap_probability: float = 1e-9
-    flag_weight: float = 0.25  # the clipped flag counts as this fraction of C
+    flag_weight: float = DEFAULT_FLAG_WEIGHT  # the clipped flag counts as this fraction of C; 0: no flag
 
     @property
     def dim(self) -> int:
         return sum(int(np.prod(s)) for s in self.shapes)
 
     @property
+    def counts_clipping(self) -> bool:
+        """Whether the ring vector carries the clipped-flag coordinate (flag weight > 0)."""
+        return self.flag_weight > 0
+
+    @property
+    def signal_dim(self) -> int:
+        """D: the (padded) update's coordinates, without the clipped flag."""
+        return rotation.padded_dim(self.dim) if self.rotate else self.dim
+
+    @property
     def noise_dim(self) -> int:
-        """Coordinates carrying signal and noise: the (padded) vector plus the clipped flag."""
-        return (rotation.padded_dim(self.dim) if self.rotate else self.dim) + 1
+        """Coordinates carrying signal and noise: the (padded) vector plus the clipped flag, if any."""
+        return self.signal_dim + int(self.counts_clipping)
 
     @property
     def ring_dim(self) -> int:
@@ -117,18 +129,25 @@ class DPPlan:
     @property
     def norm_bound(self) -> float:
         """The inflated L2 bound a rounded client vector (without the flag) must meet."""
-        return inflated_l2(self.clip, self.gamma, self.noise_dim - 1, self.beta)
+        return inflated_l2(self.clip, self.gamma, self.signal_dim, self.beta)
 
     @property
     def flag_scale(self) -> int:
-        """The integer a clipping client puts in the flag coordinate: flag_weight * C / gamma.
+        """The integer a clipping client puts in the flag coordinate: flag_weight * C / gamma
+        (0 when the count is off).
 
-        Weighted like the signal, so the noise on the count is a few clients, not thousands; it
-        adds flag_scale^2 to the squared sensitivity (a few percent of epsilon at the default)."""
+        Weighted like the signal, so the noise on the count is z / w clients (10 at z = 1, w = 0.1),
+        not thousands; it adds flag_scale^2 to the squared sensitivity, a factor 1 + w^2 (1% at
+        the default; 6% at the old 1/4)."""
+        if not self.counts_clipping:
+            return 0
         return max(1, round(self.flag_weight * self.clip / self.gamma))
 
-    def clip_count_std(self, contributors: int) -> float:
-        """Standard deviation of the noised clipped-client count over ``contributors`` clients."""
+    def clip_count_std(self, contributors: int) -> float | None:
+        """Standard deviation of the noised clipped-client count over ``contributors`` clients
+        (None when the plan does not count clipping)."""
+        if not self.counts_clipping:
+            return None
         return math.sqrt(contributors * self.local_variance) / self.flag_scale
 
     def round_mechanism(self) -> RoundMechanism:
@@ -151,7 +170,7 @@ class DPPlan:
 
     def wrap_bound(self) -> float:
         return _wrap_bound(
-            clients=self.max_clients, clip=self.clip, gamma=self.gamma, dim=self.noise_dim - 1,
+            clients=self.max_clients, clip=self.clip, gamma=self.gamma, dim=self.signal_dim,
             rotate=self.rotate, local_variance=self.local_variance,
             wrap_probability=self.wrap_probability, flag_weight=self.flag_weight,
         )
@@ -170,7 +189,7 @@ class DPPlan:
         rotate: bool = True,
         wrap_probability: float = 1e-9,
         beta: float = DEFAULT_BETA,
-        flag_weight: float = 0.25,
+        flag_weight: float = DEFAULT_FLAG_WEIGHT,
         rotation_seed: bytes | None = None,
         rng: RandomSource = system_random,
     ) -> DPPlan:
@@ -188,8 +207,10 @@ class DPPlan:
             raise ConfigurationError(
                 f"need 1 <= min_clients ({min_clients}) <= max_clients ({max_clients})"
             )
-        if not 0 < flag_weight <= 1:
-            raise ConfigurationError(f"flag weight must lie in (0, 1], got {flag_weight}")
+        if not (isinstance(flag_weight, (int, float)) and 0 <= flag_weight <= 1):
+            raise ConfigurationError(
+                f"flag weight must lie in [0, 1] (0 turns the clipped count off), got {flag_weight!r}"
+            )
         if not 0 < wrap_probability < 1:
             raise ConfigurationError(f"wrap probability must lie in (0, 1), got {wrap_probability}")
         mechanism = Mechanism(mechanism)
@@ -303,7 +324,9 @@ class DPEncoder:
                 break
         else:
             raise SecAggError("conditional rounding did not meet the norm bound; raise beta")
-        values = np.append(rounded, plan.flag_scale if self.clipped else 0).astype(np.int64)
+        if plan.counts_clipping:
+            rounded = np.append(rounded, plan.flag_scale if self.clipped else 0)
+        values = rounded.astype(np.int64)
         sampler = noise.skellam if plan.mechanism is Mechanism.SKELLAM else noise.discrete_gaussian
         scale = plan.local_variance if plan.mechanism is Mechanism.SKELLAM else math.sqrt(plan.local_variance)
         values += sampler(gen, scale, values.size)
@@ -332,7 +355,7 @@ class DPAggregate:
 
     tensors: list[np.ndarray]
     flat: np.ndarray
-    clipped_count: float
+    clipped_count: float | None  # None when the plan does not count clipping (flag weight 0)
     centred: np.ndarray = field(repr=False)  # the centred-lifted ring sum, integer units
     contributors: int = 0
 
@@ -348,12 +371,13 @@ class DPDecoder:
         centred = ring_sum.astype(np.int64)
         half = 1 << (plan.bits - 1)
         centred[centred >= half] -= 1 << plan.bits
-        body = centred[:-1].astype(np.float64) * plan.gamma
+        body = centred[: plan.signal_dim].astype(np.float64) * plan.gamma
         flat = rotation.unrotate(body, plan.rotation_seed, plan.dim) if plan.rotate else body
         tensors, start = [], 0
         for shape in plan.shapes:
             size = int(np.prod(shape))
             tensors.append(flat[start : start + size].reshape(shape))
             start += size
-        return DPAggregate(tensors=tensors, flat=flat, clipped_count=centred[-1] / plan.flag_scale,
+        count = float(centred[-1] / plan.flag_scale) if plan.counts_clipping else None
+        return DPAggregate(tensors=tensors, flat=flat, clipped_count=count,
                            centred=centred, contributors=contributors)
