@@ -191,6 +191,22 @@ def test_encoding_without_noise_decodes_to_the_clipped_sum():
     assert encs[0].clipped and not encs[1].clipped
 
 
+def test_the_encoder_draws_rounding_and_noise_from_one_stream():
+    # Rounding: rounding_uniforms of 32 bytes (the quantiser's PRG); noise: the next 32 bytes.
+    from secagg.quantize import rounding_uniforms
+
+    plan = _plan(shapes=64, rotate=False)
+    x = np.random.default_rng(5).normal(size=64) * 0.05  # within the clip norm
+    got = DPEncoder(plan, rng=DeterministicRandom("one stream")).encode(x).astype(np.int64)
+    stream = DeterministicRandom("one stream")
+    v = x / plan.gamma
+    rounded = np.floor(v) + (rounding_uniforms(stream(32), 64) < v - np.floor(v))
+    assert np.linalg.norm(rounded) <= plan.norm_bound  # accepted at the first try
+    values = np.append(rounded, 0).astype(np.int64)
+    values += noise.discrete_gaussian(noise.generator(stream), math.sqrt(plan.local_variance), values.size)
+    assert np.array_equal(got, values & (2**plan.bits - 1))
+
+
 def test_conditional_rounding_meets_the_published_bound():
     plan = _plan(noise_multiplier=0.0, shapes=64, beta=0.5)
     enc = DPEncoder(plan)

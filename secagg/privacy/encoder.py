@@ -9,8 +9,13 @@ Client, in order (Kairouz et al. 2021; TFF's DistributedDpSumFactory, with its w
 4. scale by 1/gamma and round stochastically, resampling until the rounded vector's norm is within
    the published inflated bound (conditional rounding: the sensitivity the accountant uses);
 5. add discrete noise (discrete Gaussian or Skellam) of variance sigma_c^2 = (z C / gamma)^2 / m_min
-   per coordinate, from a generator seeded with fresh OS-CSPRNG bytes every round;
+   per coordinate;
 6. wrap into Z_(2^b).
+Randomness: one stream, the encoder's injected ``rng`` (the OS CSPRNG in production, a labelled
+fork in tests and the simulator). Each rounding try takes 32 bytes and expands them into uniforms
+with the quantiser's own ``rounding_uniforms`` (the mask PRG, SPEC section 4.3); the next 32 bytes
+seed the noise sampler. Nothing else draws.
+
 The server takes the exact ring sum from SecAgg and maps it back: centred lift, times gamma,
 inverse rotation, reshape.
 
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from secagg.crypto import prg
 from secagg.crypto.randomness import RandomSource, system_random
 from secagg.errors import ConfigurationError, InvalidInput, PrivacyBudgetExhausted, SecAggError
 from secagg.privacy import noise, rotation
@@ -41,7 +47,7 @@ from secagg.privacy.accounting import (
     inflated_l2,
     log_bisect,
 )
-from secagg.quantize import MAX_BITS, real_values, ring_dtype
+from secagg.quantize import MAX_BITS, real_values, ring_dtype, rounding_uniforms
 
 MAX_ROUNDING_TRIES = 1000
 DEFAULT_FLAG_WEIGHT = 0.1
@@ -315,11 +321,10 @@ class DPEncoder:
             x = x * (plan.clip / norm)
         y = rotation.rotate(x, plan.rotation_seed) if plan.rotate else x
         v = y / plan.gamma
-        gen = noise.generator(self._rng)
         floor = np.floor(v)
         frac = v - floor
         for _ in range(MAX_ROUNDING_TRIES):
-            rounded = floor + (gen.random(v.size) < frac)
+            rounded = floor + (rounding_uniforms(self._rng(prg.SEED_BYTES), v.size) < frac)
             if not clip or float(np.linalg.norm(rounded)) <= plan.norm_bound:
                 break
         else:
@@ -329,7 +334,7 @@ class DPEncoder:
         values = rounded.astype(np.int64)
         sampler = noise.skellam if plan.mechanism is Mechanism.SKELLAM else noise.discrete_gaussian
         scale = plan.local_variance if plan.mechanism is Mechanism.SKELLAM else math.sqrt(plan.local_variance)
-        values += sampler(gen, scale, values.size)
+        values += sampler(noise.generator(self._rng), scale, values.size)
         limit = 2 ** (plan.bits - 1) - 1
         if clip and np.abs(values).max() > limit:
             raise SecAggError(
