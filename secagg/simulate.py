@@ -71,6 +71,7 @@ class SimulationReport:
     unrecoverable: list[int]
     exact: bool | None
     max_abs_error: float | None
+    # Without the privacy layer: a hard bound on |decoded - true| per coordinate (rounding).
     error_bound: float | None
     client_seconds_median: float
     client_seconds_max: float
@@ -86,6 +87,9 @@ class SimulationReport:
     checks: list[dict] | None = None
     rejected: bool = False
     reject_reasons: list[str] = field(default_factory=list)
+    # With the privacy layer: one standard deviation of a decoded coordinate's error (noise and
+    # rounding), not a bound; max_abs_error over d coordinates is typically a few of these.
+    error_std: float | None = None
     malicious: list[int] = field(default_factory=list)
     result: RoundResult | None = field(default=None, repr=False, compare=False)
     aggregate: object | None = field(default=None, repr=False, compare=False)
@@ -104,10 +108,11 @@ class SimulationReport:
         if self.aborted:
             lines.append(f"  ABORTED: {self.abort_reason}")
         else:
+            figure = (f"one standard deviation of the noise per coordinate {self.error_std:.3g}"
+                      if self.dp else f"quantisation bound {self.error_bound:.3g}")
             lines.append(
                 f"  sum exact in the ring: {'yes' if self.exact else 'NO'}; max |decoded - true| = "
-                f"{self.max_abs_error:.3g} ({'noise std' if self.dp else 'quantisation bound'} "
-                f"~{self.error_bound:.3g})"
+                f"{self.max_abs_error:.3g} ({figure})"
             )
         if self.dp:
             count = ("not counted (flag weight 0)" if self.dp["clipped_count"] is None else
@@ -362,9 +367,11 @@ def simulate(
         aggregate = DPDecoder(privacy).decode(result.ring_sum, m)
         decoded = aggregate.flat
         report = (checks or PlausibilityChecks(privacy)).run(aggregate)
-        # Noise and rounding: per-coordinate standard deviation of the decoded sum.
-        error_bound = math.sqrt(m * (privacy.local_variance + 0.25)) * privacy.gamma
+        # Noise and rounding: per-coordinate standard deviation of the decoded sum (rounding's
+        # variance is at most 1/4 per client and coordinate).
+        error_bound = None
         extra = dict(
+            error_std=math.sqrt(m * (privacy.local_variance + 0.25)) * privacy.gamma,
             dp={"mechanism": privacy.mechanism.value, "clip": privacy.clip,
                 "noise_multiplier": privacy.noise_multiplier, "min_clients": privacy.min_clients,
                 "bits": privacy.bits, "gamma": privacy.gamma, "delta": delta,

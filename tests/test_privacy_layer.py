@@ -325,6 +325,8 @@ def test_cli_privacy_json():
                           "1e-5", "--dim", "500", "--json"], capture_output=True, text=True, check=True)
     obj = json.loads(out.stdout)
     assert obj["epsilon"] > obj["gaussian_epsilon"] > 0 and obj["bits"] >= 8
+    assert obj["accountant"] == "pld" and obj["gaussian_accountant"] == "pld"
+    assert obj["epsilon"] <= obj["rdp_epsilon"] and obj["flag_weight"] == 0.1
     out = subprocess.run([sys.executable, "-m", "secagg", "privacy", "--clip", "1", "--target-epsilon",
                           "3", "--clients", "50", "--rounds", "10", "--delta", "1e-5", "--json"],
                          capture_output=True, text=True, check=True)
@@ -505,3 +507,89 @@ def test_privacy_plan_vector():
     assert math.isclose(fixed.gamma, v["bits_20"]["gamma"], rel_tol=1e-9)
     assert [int(s) for s in rotation.signs(seed, 32)] == v["signs"]
     assert np.allclose(rotation.rotate(np.array(v["input"]), seed), v["rotated"], rtol=1e-12, atol=1e-15)
+
+
+def test_cli_privacy_names_the_accountant_and_takes_a_flag_weight():
+    base = [sys.executable, "-m", "secagg", "privacy", "--clip", "1", "--noise-multiplier", "1",
+            "--clients", "10000", "--dim", "100", "--delta", "1e-5"]
+    text = subprocess.run(base, capture_output=True, text=True, check=True).stdout
+    assert "accountant pld (RDP alone: epsilon 4.79" in text
+    assert "continuous Gaussian (PLD)" in text and "epsilon 4.417" in text
+    obj = json.loads(subprocess.run(base + ["--flag-weight", "0", "--accountant", "rdp", "--json"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert obj["flag_weight"] == 0 and obj["accountant"] == "rdp" and obj["epsilon"] == obj["rdp_epsilon"]
+    assert obj["gaussian_accountant"] == "rdp"
+    obj = json.loads(subprocess.run(base + ["--noise-multiplier", "0", "--json"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert obj["epsilon"] is None and obj["gaussian_epsilon"] is None  # unbounded: null, not Infinity
+
+
+def test_cli_simulate_dp_json_reports_an_error_std_not_a_bound():
+    out = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "20", "--dim", "200",
+                          "--dp", "--seed", "2", "--json"], capture_output=True, text=True, check=True)
+    obj = json.loads(out.stdout)
+    assert obj["error_bound"] is None and obj["error_std"] > 0
+    assert obj["dp"]["accountant"] == "pld" and obj["dp"]["epsilon"] <= obj["dp"]["rdp_epsilon"]
+    assert obj["dp"]["flag_weight"] == 0.1
+    text = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "20", "--dim", "200",
+                           "--dp", "--seed", "2"], capture_output=True, text=True, check=True).stdout
+    assert "one standard deviation of the noise per coordinate" in text
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(clip=0.0), "clip norm must be a finite number > 0"),
+        (dict(clip="1"), "clip norm"),
+        (dict(noise_multiplier=-1.0), "noise multiplier must be a finite number >= 0"),
+        (dict(noise_multiplier=float("inf")), "noise multiplier"),
+        (dict(min_clients=0), "min_clients must be at least 1"),
+        (dict(min_clients=2.5), "min_clients must be an integer"),
+        (dict(min_clients=40, max_clients=30), "raise max_clients to 40"),
+        (dict(flag_weight=1.5), "flag weight"),
+        (dict(beta=1.0), "beta"),
+        (dict(wrap_probability=0.0), "wrap probability"),
+        (dict(mechanism="laplace"), "mechanism must be one of"),
+        (dict(bits=True), "bits must be"),
+    ],
+)
+def test_bad_dp_parameters_raise_a_configuration_error_naming_them(kw, message):
+    with pytest.raises(ConfigurationError, match=message):
+        _plan(**kw)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: _plan().epsilon(rounds=0), "rounds must be a positive integer"),
+        (lambda: _plan().epsilon(sampling=1.5), "sampling rate"),
+        (lambda: _plan().epsilon(delta=0.0), "delta"),
+        (lambda: _plan().epsilon(accountant="moments"), "accountant must be one of"),
+        (lambda: gaussian_epsilon(-1.0, rounds=1, sampling=1.0, delta=1e-5), "noise multiplier"),
+        (lambda: calibrate(lambda z: 1.0, float("nan")), "target epsilon"),
+        (lambda: PrivacyBudget(float("nan"), 1e-5), "privacy budget"),
+        (lambda: PlausibilityChecks(_plan(), max_clipped_fraction=2.0), "clipped fraction"),
+    ],
+)
+def test_bad_accounting_parameters_raise_a_configuration_error_naming_them(call, message):
+    with pytest.raises(ConfigurationError, match=message):
+        call()
+
+
+def test_no_noise_gaussian_baseline_is_unbounded():
+    assert gaussian_epsilon(0.0, rounds=1, sampling=1.0, delta=1e-5) == math.inf
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["privacy", "--clip", "1", "--noise-multiplier", "1", "--clients", "10", "--flag-weight", "2"],
+         "flag weight must lie in [0, 1]"),
+        (["privacy", "--clip", "1", "--noise-multiplier", "1", "--clients", "10", "--dim", "0"], "--dim"),
+        (["privacy", "--clip", "1", "--noise-multiplier", "1", "--clients", "10", "--delta", "2"], "delta"),
+        (["simulate", "--clients", "10", "--dim", "10", "--flag-weight", "0.2"], "need --dp"),
+    ],
+)
+def test_cli_refuses_bad_dp_parameters_naming_them(args, message):
+    out = subprocess.run([sys.executable, "-m", "secagg", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

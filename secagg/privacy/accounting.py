@@ -212,8 +212,10 @@ def gaussian_epsilon(noise_multiplier: float, *, rounds: int, sampling: float, d
     import dp_accounting
 
     _check(rounds, sampling, delta)
-    if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
-        raise ConfigurationError(f"noise multiplier must be a finite number > 0, got {noise_multiplier!r}")
+    if not (_is_real(noise_multiplier) and math.isfinite(noise_multiplier) and noise_multiplier >= 0):
+        raise ConfigurationError(f"noise multiplier must be a finite number >= 0, got {noise_multiplier!r}")
+    if noise_multiplier == 0:
+        return math.inf  # no noise, no privacy
     if _accountant(accountant) is Accountant.PLD:
         return pld_gaussian_epsilon(noise_multiplier, rounds=rounds, sampling=sampling, delta=delta)
     event = dp_accounting.GaussianDpEvent(noise_multiplier)
@@ -240,7 +242,7 @@ def analytic_gaussian_noise_multiplier(epsilon: float, delta: float) -> float:
     as the multiplier grows."""
     from scipy.optimize import brentq
 
-    if not (math.isfinite(epsilon) and epsilon > 0):
+    if not (_is_real(epsilon) and math.isfinite(epsilon) and epsilon > 0):
         raise ConfigurationError(f"epsilon must be a finite number > 0, got {epsilon!r}")
     _check(1, 1.0, delta)
     low, high = 1e-3, 1.0
@@ -259,12 +261,16 @@ def _accountant(accountant) -> Accountant:
         ) from None
 
 
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
 def _check(rounds: int, sampling: float, delta: float) -> None:
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise ConfigurationError(f"rounds must be a positive integer, got {rounds!r}")
-    if not (isinstance(sampling, (int, float)) and 0 < sampling <= 1):
+    if not (_is_real(sampling) and 0 < sampling <= 1):
         raise ConfigurationError(f"sampling rate must lie in (0, 1], got {sampling!r}")
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+    if not (_is_real(delta) and 0 < delta < 1):
         raise ConfigurationError(f"delta must lie in (0, 1), got {delta!r}")
 
 
@@ -282,8 +288,8 @@ def log_bisect(accept, low: float, high: float, *, rel_tol: float = 1e-9) -> tup
 
 def calibrate(epsilon_of_z, target_epsilon: float, *, low: float = 1e-3, high: float = 1e3) -> float:
     """The smallest noise multiplier z with epsilon_of_z(z) <= target (within 0.01%)."""
-    if target_epsilon <= 0:
-        raise ConfigurationError(f"target epsilon must be > 0, got {target_epsilon}")
+    if not (_is_real(target_epsilon) and math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise ConfigurationError(f"target epsilon must be a finite number > 0, got {target_epsilon!r}")
     if epsilon_of_z(high) > target_epsilon:
         raise ConfigurationError(
             f"even noise multiplier {high} does not reach epsilon {target_epsilon}: lower the "

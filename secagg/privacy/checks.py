@@ -86,6 +86,14 @@ class PlausibilityChecks:
                 raise ConfigurationError(
                     f"policy {name}={policy} is not one of {CHECK_NAMES} x {POLICIES}"
                 )
+        if not 0 <= self.max_clipped_fraction <= 1:
+            raise ConfigurationError(
+                f"max clipped fraction must lie in [0, 1], got {self.max_clipped_fraction!r}"
+            )
+        if not self.max_norm_ratio > 0:
+            raise ConfigurationError(f"max norm ratio must be > 0, got {self.max_norm_ratio!r}")
+        if not -1 <= self.min_cosine <= 1:
+            raise ConfigurationError(f"min cosine must lie in [-1, 1], got {self.min_cosine!r}")
         if self.min_aggregate is None:
             self.min_aggregate = self.plan.min_clients
 

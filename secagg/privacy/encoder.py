@@ -43,6 +43,7 @@ from secagg.privacy.accounting import (
     Accounting,
     Mechanism,
     RoundMechanism,
+    _is_real,
     accounting,
     inflated_l2,
     log_bisect,
@@ -205,21 +206,37 @@ class DPPlan:
         shapes = tuple(tuple(int(x) for x in s) for s in shapes)
         if not shapes or any(any(x < 1 for x in s) for s in shapes):
             raise ConfigurationError(f"shapes must be non-empty positive tensor shapes, got {shapes}")
-        if not (math.isfinite(clip) and clip > 0):
-            raise ConfigurationError(f"clip norm must be a finite number > 0, got {clip}")
-        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-            raise ConfigurationError(f"noise multiplier must be >= 0, got {noise_multiplier}")
-        if not 1 <= min_clients <= max_clients:
+        if not (_is_real(clip) and math.isfinite(clip) and clip > 0):
+            raise ConfigurationError(f"clip norm must be a finite number > 0, got {clip!r}")
+        if not (_is_real(noise_multiplier) and math.isfinite(noise_multiplier) and noise_multiplier >= 0):
             raise ConfigurationError(
-                f"need 1 <= min_clients ({min_clients}) <= max_clients ({max_clients})"
+                f"noise multiplier must be a finite number >= 0 (0: no privacy), got {noise_multiplier!r}"
             )
-        if not (isinstance(flag_weight, (int, float)) and 0 <= flag_weight <= 1):
+        for name, value in (("min_clients", min_clients), ("max_clients", max_clients)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigurationError(f"{name} must be an integer, got {value!r}")
+        if min_clients < 1:
+            raise ConfigurationError(f"min_clients must be at least 1, got {min_clients}")
+        if min_clients > max_clients:
+            raise ConfigurationError(
+                f"need 1 <= min_clients ({min_clients}) <= max_clients ({max_clients}): the "
+                f"guarantee's m_min cannot exceed the clients the ring holds; raise max_clients "
+                f"to {max(min_clients, 1)} or lower min_clients"
+            )
+        if not (_is_real(beta) and 0 <= beta < 1):
+            raise ConfigurationError(f"beta (conditional rounding's slack) must lie in [0, 1), got {beta!r}")
+        if not (_is_real(flag_weight) and 0 <= flag_weight <= 1):
             raise ConfigurationError(
                 f"flag weight must lie in [0, 1] (0 turns the clipped count off), got {flag_weight!r}"
             )
-        if not 0 < wrap_probability < 1:
-            raise ConfigurationError(f"wrap probability must lie in (0, 1), got {wrap_probability}")
-        mechanism = Mechanism(mechanism)
+        if not (_is_real(wrap_probability) and 0 < wrap_probability < 1):
+            raise ConfigurationError(f"wrap probability must lie in (0, 1), got {wrap_probability!r}")
+        try:
+            mechanism = Mechanism(mechanism)
+        except ValueError:
+            raise ConfigurationError(
+                f"mechanism must be one of {[m.value for m in Mechanism]}, got {mechanism!r}"
+            ) from None
         dim = sum(int(np.prod(s)) for s in shapes)
         padded = rotation.padded_dim(dim) if rotate else dim
 
@@ -239,7 +256,7 @@ class DPPlan:
                 )
             bits = max(need, 2)
         else:
-            if not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
                 raise ConfigurationError(f"bits must be 'auto' or an integer in [2, {MAX_BITS}], got {bits!r}")
             limit = 2 ** (bits - 1) - 1
             coarsest = clip  # beyond this a clipped update rounds to a handful of levels
@@ -264,8 +281,11 @@ class PrivacyBudget:
     """A client's own ledger: the epsilon of the rounds it took part in, against its budget."""
 
     def __init__(self, epsilon_budget: float, delta: float) -> None:
-        if not epsilon_budget > 0 or not 0 < delta < 1:
-            raise ConfigurationError("privacy budget needs epsilon > 0 and 0 < delta < 1")
+        if not (_is_real(epsilon_budget) and epsilon_budget > 0) or not (_is_real(delta) and 0 < delta < 1):
+            raise ConfigurationError(
+                f"privacy budget needs epsilon > 0 and 0 < delta < 1, got epsilon {epsilon_budget!r}, "
+                f"delta {delta!r}"
+            )
         self.epsilon_budget = epsilon_budget
         self.delta = delta
         self.rounds = 0
