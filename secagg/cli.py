@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: n minus the planned dropouts)")
     dp.add_argument("--delta", type=float, default=None, help="(default 1e-6)")
     dp.add_argument("--no-rotation", action="store_true", help="skip the randomized Hadamard rotation")
+    dp.add_argument("--flag-weight", type=float, default=None,
+                    help="weight w of the clipped-count coordinate, a fraction of C (default 0.1; "
+                         "0: no clipped count)")
     dp.add_argument("--malicious", type=int, default=None, help="clients that mount --attack")
     dp.add_argument("--attack", choices=["scale", "noise", "signflip"], default=None)
     dp.add_argument("--policy", choices=["reject", "warn"], default=None,
@@ -96,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     priv.add_argument("--bits", default="auto", help="'auto' or a bit width")
     priv.add_argument("--mechanism", choices=["ddgauss", "skellam"], default="ddgauss")
     priv.add_argument("--no-rotation", action="store_true")
+    priv.add_argument("--flag-weight", type=float, default=None,
+                      help="weight w of the clipped-count coordinate, a fraction of C (default 0.1; "
+                           "0: no clipped count)")
+    priv.add_argument("--accountant", choices=["pld", "rdp"], default="pld",
+                      help="pld: min(PLD, RDP) (default); rdp: the Renyi bound alone")
     priv.add_argument("--json", action="store_true")
 
     par = sub.add_parser("params", help="choose the graph degree k and threshold t")
@@ -126,7 +134,7 @@ def _bits(text, default):
 
 DP_DEFAULTS = {"clip": 1.0, "noise_multiplier": 1.0, "mechanism": "ddgauss", "min_clients": None,
                "delta": 1e-6, "no_rotation": False, "malicious": 0, "attack": None, "policy": "reject",
-               "false_alarm": 1e-6}
+               "false_alarm": 1e-6, "flag_weight": None}
 
 
 def _dp_options(args) -> None:
@@ -135,7 +143,8 @@ def _dp_options(args) -> None:
     given = [name for name, default in DP_DEFAULTS.items() if getattr(args, name) not in (None, False)]
     if given and not args.dp:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ConfigurationError(f"{flags} configure the privacy layer: add --dp, or drop them")
+        raise ConfigurationError(f"{flags} need --dp (they configure the privacy layer; a round "
+                                 "without it would silently not be private)")
     for name, default in DP_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -153,7 +162,7 @@ def cmd_simulate(args) -> int:
         privacy = DPPlan.create(
             args.dim, clip=args.clip, noise_multiplier=args.noise_multiplier, min_clients=m_min,
             max_clients=args.clients, mechanism=args.mechanism, bits=bits,
-            rotate=not args.no_rotation,
+            rotate=not args.no_rotation, **_flag_weight(args),
         )
         checks = PlausibilityChecks(
             privacy, false_alarm=args.false_alarm,
@@ -182,43 +191,65 @@ def cmd_simulate(args) -> int:
     return EXIT_REJECTED if report.rejected else 0
 
 
+def _flag_weight(args) -> dict:
+    return {} if args.flag_weight is None else {"flag_weight": args.flag_weight}
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: an unbounded epsilon (no noise) is null."""
+    return x if math.isfinite(x) else None
+
+
 def cmd_privacy(args) -> int:
     from secagg.privacy import DPPlan, gaussian_epsilon
     from secagg.privacy.accounting import calibrate
 
     if (args.noise_multiplier is None) == (args.target_epsilon is None):
         raise ConfigurationError("give exactly one of --noise-multiplier and --target-epsilon")
+    if args.dim < 1:
+        raise ConfigurationError(f"--dim must be at least 1, got {args.dim}")
 
     def plan_for(z):
         return DPPlan.create(
             args.dim, clip=args.clip, noise_multiplier=z, min_clients=args.clients,
             max_clients=args.max_clients or args.clients, mechanism=args.mechanism,
-            bits=_bits(args.bits, "auto"), rotate=not args.no_rotation,
+            bits=_bits(args.bits, "auto"), rotate=not args.no_rotation, **_flag_weight(args),
         )
 
-    def eps(z):
-        return plan_for(z).epsilon(rounds=args.rounds, sampling=args.sampling, delta=args.delta)
+    def accounting(z):
+        return plan_for(z).accounting(rounds=args.rounds, sampling=args.sampling, delta=args.delta,
+                                      accountant=args.accountant)
 
-    z = args.noise_multiplier if args.noise_multiplier is not None else calibrate(eps, args.target_epsilon)
-    plan = plan_for(z)
+    if args.noise_multiplier is not None:
+        z = args.noise_multiplier
+    else:
+        z = calibrate(lambda z: accounting(z).epsilon, args.target_epsilon)
+    plan, acc = plan_for(z), accounting(z)
+    baseline = (gaussian_epsilon(z, rounds=args.rounds, sampling=args.sampling, delta=args.delta,
+                                 accountant=args.accountant) if z > 0 else math.inf)
     out = {
         "mechanism": plan.mechanism.value, "clip": plan.clip, "noise_multiplier": z,
         "min_clients": plan.min_clients, "max_clients": plan.max_clients, "rounds": args.rounds,
-        "sampling": args.sampling, "delta": args.delta, "epsilon": eps(z),
-        "gaussian_epsilon": gaussian_epsilon(z, rounds=args.rounds, sampling=args.sampling, delta=args.delta),
+        "sampling": args.sampling, "delta": args.delta, "epsilon": _finite(acc.epsilon),
+        "accountant": acc.accountant, "rdp_epsilon": _finite(acc.rdp_epsilon),
+        "gaussian_epsilon": _finite(baseline), "gaussian_accountant": args.accountant,
         "dim": args.dim, "bits": plan.bits, "gamma": plan.gamma, "local_noise_std": plan.local_variance**0.5,
-        "target_epsilon": args.target_epsilon,
+        "flag_weight": plan.flag_weight, "target_epsilon": args.target_epsilon,
     }
     if args.json:
         print(json.dumps(out))
     else:
-        head = (f"noise multiplier {z:.4g} reaches epsilon {out['epsilon']:.4g}" if args.target_epsilon
-                else f"epsilon {out['epsilon']:.4g}")
+        head = (f"noise multiplier {z:.4g} reaches epsilon {acc.epsilon:.4g}" if args.target_epsilon
+                else f"epsilon {acc.epsilon:.4g}")
         print(f"{head} at delta {args.delta} after {args.rounds} rounds (sampling {args.sampling}), "
-              f"{plan.mechanism.value}, clip {plan.clip}, m_min {plan.min_clients}")
-        print(f"  continuous Gaussian at the same noise multiplier: epsilon {out['gaussian_epsilon']:.4g}")
+              f"{plan.mechanism.value}, clip {plan.clip}, m_min {plan.min_clients}; accountant "
+              f"{acc.accountant} (RDP alone: epsilon {acc.rdp_epsilon:.4g})")
+        print(f"  continuous Gaussian ({args.accountant.upper()}) at the same noise multiplier: "
+              f"epsilon {baseline:.4g}")
+        count = ("no clipped count (flag weight 0)" if not plan.counts_clipping
+                 else f"clipped-count flag weight {plan.flag_weight:g}")
         print(f"  for dim {args.dim}: {plan.bits} bits per coordinate, gamma {plan.gamma:.3g}, "
-              f"per-client noise std {out['local_noise_std']:.4g} (integer units)")
+              f"per-client noise std {out['local_noise_std']:.4g} (integer units), {count}")
     return 0
 
 

@@ -97,6 +97,59 @@ def test_auto_bits_is_the_smallest_width_holding_the_sum():
     assert plan.ring_dim == 128 + 1
 
 
+@pytest.mark.parametrize("clients, dim, z", [(10_000, 100, 1.0), (1000, 10, 0.5), (20, 100_000, 1.0)])
+def test_auto_scale_gives_each_client_noise_of_at_least_two_ring_units(clients, dim, z):
+    # Below sigma_c ~ 1 the distributed discrete Gaussian's tau term dominates epsilon.
+    plan = DPPlan.create(dim, clip=1.0, noise_multiplier=z, min_clients=clients, max_clients=clients,
+                         rotation_seed=bytes(32))
+    assert math.sqrt(plan.local_variance) >= 2.0 - 1e-9
+    assert plan.clip / plan.gamma >= 8 * math.sqrt(plan.noise_dim - 1) - 1e-9
+
+
+def test_auto_scale_at_ten_thousand_clients_does_not_overshoot_epsilon():
+    # Issue 8: at n = m_min = 10,000, d = 100, z = 1 the old scale (sigma_c 0.9) gave 5.78.
+    plan = DPPlan.create(100, clip=1.0, noise_multiplier=1.0, min_clients=10_000, max_clients=10_000,
+                         rotation_seed=bytes(32))
+    acc = plan.accounting(rounds=1, delta=1e-5)
+    assert acc.epsilon < 4.5 and acc.accountant == "pld"
+    assert acc.rdp_epsilon < 4.91  # the issue's target, even without PLD
+
+
+def test_default_flag_weight_costs_about_one_percent_of_sensitivity():
+    plan = _plan()
+    assert plan.flag_weight == 0.1
+    mech = plan.round_mechanism()
+    assert mech.l2_sensitivity <= 1.01 * plan.norm_bound
+    heavier = _plan(flag_weight=0.25)
+    assert plan.epsilon(delta=1e-5) < heavier.epsilon(delta=1e-5)
+
+
+def test_flag_weight_zero_leaves_the_count_out_everywhere():
+    plan = _plan(noise_multiplier=0.0, flag_weight=0.0)
+    assert not plan.counts_clipping and plan.ring_dim == plan.signal_dim == 128
+    assert plan.flag_scale == 0 and plan.clip_count_std(10) is None
+    assert plan.round_mechanism().l2_sensitivity == plan.norm_bound
+    gen = np.random.default_rng(3)
+    updates = [gen.normal(size=100) * (10 if i == 0 else 0.01) for i in range(10)]
+    ring = sum(DPEncoder(plan, rng=DeterministicRandom(str(i))).encode(u).astype(np.uint64)
+               for i, u in enumerate(updates)) & np.uint64(2**plan.bits - 1)
+    agg = DPDecoder(plan).decode(ring, 10)
+    true = sum(u * min(1.0, 1.0 / np.linalg.norm(u)) for u in updates)
+    assert agg.clipped_count is None
+    assert np.linalg.norm(agg.flat - true) <= 10 * plan.gamma * math.sqrt(plan.noise_dim)
+    report = PlausibilityChecks(plan, min_aggregate=10).run(agg)
+    assert "clipped_count" not in {r.name for r in report.results} and not report.rejected
+
+
+def test_flag_weight_zero_round_through_the_protocol():
+    plan = _plan(flag_weight=0.0, min_clients=15, max_clients=20)
+    report = simulate(20, 100, privacy=plan, seed=4)
+    assert report.exact and not report.rejected
+    assert report.dp["clipped_count"] is None and report.dp["clipped_count_std"] is None
+    assert "not counted" in report.summary()
+    json.dumps(report.as_dict())  # None, never NaN: valid JSON
+
+
 def test_given_bits_choose_the_finest_safe_scale():
     plan = _plan(bits=16)
     assert plan.bits == 16
@@ -113,6 +166,8 @@ def test_infeasible_plans_are_refused_with_what_to_change():
         _plan(min_clients=40, max_clients=30)
     with pytest.raises(ConfigurationError, match="bits"):
         _plan(bits=70)
+    with pytest.raises(ConfigurationError, match=r"flag weight must lie in \[0, 1\]"):
+        _plan(flag_weight=-0.1)
 
 
 def test_encoding_without_noise_decodes_to_the_clipped_sum():
@@ -134,6 +189,22 @@ def test_encoding_without_noise_decodes_to_the_clipped_sum():
     assert np.linalg.norm(agg.flat - true) <= 10 * plan.gamma * math.sqrt(plan.noise_dim)
     assert agg.clipped_count == 1.0
     assert encs[0].clipped and not encs[1].clipped
+
+
+def test_the_encoder_draws_rounding_and_noise_from_one_stream():
+    # Rounding: rounding_uniforms of 32 bytes (the quantiser's PRG); noise: the next 32 bytes.
+    from secagg.quantize import rounding_uniforms
+
+    plan = _plan(shapes=64, rotate=False)
+    x = np.random.default_rng(5).normal(size=64) * 0.05  # within the clip norm
+    got = DPEncoder(plan, rng=DeterministicRandom("one stream")).encode(x).astype(np.int64)
+    stream = DeterministicRandom("one stream")
+    v = x / plan.gamma
+    rounded = np.floor(v) + (rounding_uniforms(stream(32), 64) < v - np.floor(v))
+    assert np.linalg.norm(rounded) <= plan.norm_bound  # accepted at the first try
+    values = np.append(rounded, 0).astype(np.int64)
+    values += noise.discrete_gaussian(noise.generator(stream), math.sqrt(plan.local_variance), values.size)
+    assert np.array_equal(got, values & (2**plan.bits - 1))
 
 
 def test_conditional_rounding_meets_the_published_bound():
@@ -171,9 +242,58 @@ def test_discrete_mechanisms_approach_the_gaussian_at_high_scale(mechanism):
     # Fine resolution (gamma small) and large per-client noise: the discrete mechanism's epsilon
     # is within a few percent of dp-accounting's continuous Gaussian at the same multiplier.
     plan = _plan(mechanism=mechanism, bits=40, shapes=1000, flag_weight=0.01)
-    discrete = plan.epsilon(rounds=10, sampling=1.0, delta=1e-5)
-    continuous = gaussian_epsilon(1.0, rounds=10, sampling=1.0, delta=1e-5)
+    discrete = plan.epsilon(rounds=10, sampling=1.0, delta=1e-5, accountant="rdp")
+    continuous = gaussian_epsilon(1.0, rounds=10, sampling=1.0, delta=1e-5, accountant="rdp")
     assert continuous <= discrete <= 1.05 * continuous
+
+
+def test_pld_is_never_looser_than_rdp_and_names_the_accountant():
+    for kw in (dict(rounds=1), dict(rounds=10, sampling=0.3), dict(rounds=50, sampling=0.05)):
+        acc = _plan().accounting(delta=1e-5, **kw)
+        rdp = _plan().accounting(delta=1e-5, accountant="rdp", **kw)
+        assert acc.accountant == "pld" and rdp.accountant == "rdp" and rdp.pld_epsilon is None
+        assert acc.pld_epsilon == acc.epsilon < acc.rdp_epsilon == rdp.epsilon
+    skellam = _plan(mechanism="skellam").accounting(delta=1e-5)
+    assert skellam.accountant == "rdp" and skellam.pld_epsilon is None
+
+
+def test_pld_gaussian_matches_the_exact_gaussian_curve():
+    # One round, no sampling: the Gaussian's exact (epsilon, delta) curve (Balle and Wang 2018,
+    # Thm. 8) at noise multiplier 1 puts epsilon 4.3772 at delta 1e-5; RDP gives about 4.73.
+    from secagg.privacy.accounting import analytic_gaussian_delta
+
+    eps = gaussian_epsilon(1.0, rounds=1, sampling=1.0, delta=1e-5)
+    assert abs(analytic_gaussian_delta(eps, 1.0) - 1e-5) < 1e-7
+    assert eps < gaussian_epsilon(1.0, rounds=1, sampling=1.0, delta=1e-5, accountant="rdp") - 0.3
+
+
+@pytest.mark.parametrize("eps", [0.5, 1.0, 3.0])
+def test_analytic_gaussian_calibration_agrees_with_the_pld_accountant(eps):
+    from secagg.privacy.accounting import analytic_gaussian_delta, analytic_gaussian_noise_multiplier
+
+    z = analytic_gaussian_noise_multiplier(eps, 1e-5)
+    assert math.isclose(analytic_gaussian_delta(eps, z), 1e-5, rel_tol=1e-8)
+    # Two independent computations of one curve: Balle and Wang's formula and dp-accounting's PLD.
+    assert math.isclose(gaussian_epsilon(z, rounds=1, sampling=1.0, delta=1e-5), eps, rel_tol=2e-3)
+    # Tighter than the classical sqrt(2 ln(1.25 / delta)) / eps.
+    assert z < math.sqrt(2 * math.log(1.25 / 1e-5)) / eps
+
+
+def test_ddgauss_pld_at_high_scale_is_the_gaussian_pld():
+    plan = _plan(bits=40, shapes=1000, flag_weight=0.01)
+    continuous = gaussian_epsilon(1.0, rounds=10, sampling=0.5, delta=1e-5)
+    assert continuous <= plan.epsilon(rounds=10, sampling=0.5, delta=1e-5) <= 1.02 * continuous
+
+
+def test_discrete_gaussian_pld_matches_the_continuous_at_central_sigma_20():
+    # What the PLD figure for the distributed discrete Gaussian leans on (accounting docstring):
+    # dp-accounting's exact one-dimensional discrete Gaussian PLD against the continuous one.
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    for sigma in (20.0, 200.0):
+        cont = pld.from_gaussian_mechanism(sigma, sensitivity=sigma).get_epsilon_for_delta(1e-5)
+        disc = pld.from_discrete_gaussian_mechanism(sigma, sensitivity=int(sigma)).get_epsilon_for_delta(1e-5)
+        assert abs(disc / cont - 1) < 2e-4
 
 
 def test_epsilon_grows_with_rounds_and_shrinks_with_noise_and_sampling():
@@ -205,6 +325,8 @@ def test_cli_privacy_json():
                           "1e-5", "--dim", "500", "--json"], capture_output=True, text=True, check=True)
     obj = json.loads(out.stdout)
     assert obj["epsilon"] > obj["gaussian_epsilon"] > 0 and obj["bits"] >= 8
+    assert obj["accountant"] == "pld" and obj["gaussian_accountant"] == "pld"
+    assert obj["epsilon"] <= obj["rdp_epsilon"] and obj["flag_weight"] == 0.1
     out = subprocess.run([sys.executable, "-m", "secagg", "privacy", "--clip", "1", "--target-epsilon",
                           "3", "--clients", "50", "--rounds", "10", "--delta", "1e-5", "--json"],
                          capture_output=True, text=True, check=True)
@@ -379,9 +501,98 @@ def test_privacy_plan_vector():
     assert (plan.bits, plan.flag_scale) == (auto["bits"], auto["flag_scale"])
     for key, value in (("gamma", plan.gamma), ("wrap_bound", plan.wrap_bound()), ("norm_bound", plan.norm_bound)):
         assert math.isclose(value, auto[key], rel_tol=1e-9), key
-    assert math.isclose(plan.epsilon(rounds=1, delta=1e-5), auto["epsilon_1_round"], rel_tol=1e-6)
-    assert math.isclose(plan.epsilon(rounds=10, sampling=0.5, delta=1e-5), auto["epsilon_10_rounds_q05"], rel_tol=1e-6)
+    for key, kw in (("1_round", dict(rounds=1)), ("10_rounds_q05", dict(rounds=10, sampling=0.5))):
+        acc = plan.accounting(delta=1e-5, **kw)
+        assert acc.accountant == auto[f"accountant_{key}"]
+        assert math.isclose(acc.epsilon, auto[f"epsilon_{key}"], rel_tol=1e-6)
+        assert math.isclose(acc.rdp_epsilon, auto[f"rdp_epsilon_{key}"], rel_tol=1e-6)
     fixed = DPPlan.create(tuple(map(tuple, v["shapes"])), bits=20, **common)
     assert math.isclose(fixed.gamma, v["bits_20"]["gamma"], rel_tol=1e-9)
     assert [int(s) for s in rotation.signs(seed, 32)] == v["signs"]
     assert np.allclose(rotation.rotate(np.array(v["input"]), seed), v["rotated"], rtol=1e-12, atol=1e-15)
+
+
+def test_cli_privacy_names_the_accountant_and_takes_a_flag_weight():
+    base = [sys.executable, "-m", "secagg", "privacy", "--clip", "1", "--noise-multiplier", "1",
+            "--clients", "10000", "--dim", "100", "--delta", "1e-5"]
+    text = subprocess.run(base, capture_output=True, text=True, check=True).stdout
+    assert "accountant pld (RDP alone: epsilon 4.79" in text
+    assert "continuous Gaussian (PLD)" in text and "epsilon 4.417" in text
+    obj = json.loads(subprocess.run(base + ["--flag-weight", "0", "--accountant", "rdp", "--json"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert obj["flag_weight"] == 0 and obj["accountant"] == "rdp" and obj["epsilon"] == obj["rdp_epsilon"]
+    assert obj["gaussian_accountant"] == "rdp"
+    obj = json.loads(subprocess.run(base + ["--noise-multiplier", "0", "--json"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert obj["epsilon"] is None and obj["gaussian_epsilon"] is None  # unbounded: null, not Infinity
+
+
+def test_cli_simulate_dp_json_reports_an_error_std_not_a_bound():
+    out = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "20", "--dim", "200",
+                          "--dp", "--seed", "2", "--json"], capture_output=True, text=True, check=True)
+    obj = json.loads(out.stdout)
+    assert obj["error_bound"] is None and obj["error_std"] > 0
+    assert obj["dp"]["accountant"] == "pld" and obj["dp"]["epsilon"] <= obj["dp"]["rdp_epsilon"]
+    assert obj["dp"]["flag_weight"] == 0.1
+    text = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "20", "--dim", "200",
+                           "--dp", "--seed", "2"], capture_output=True, text=True, check=True).stdout
+    assert "one standard deviation of the noise per coordinate" in text
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(clip=0.0), "clip norm must be a finite number > 0"),
+        (dict(clip="1"), "clip norm"),
+        (dict(noise_multiplier=-1.0), "noise multiplier must be a finite number >= 0"),
+        (dict(noise_multiplier=float("inf")), "noise multiplier"),
+        (dict(min_clients=0), "min_clients must be at least 1"),
+        (dict(min_clients=2.5), "min_clients must be an integer"),
+        (dict(min_clients=40, max_clients=30), "raise max_clients to 40"),
+        (dict(flag_weight=1.5), "flag weight"),
+        (dict(beta=1.0), "beta"),
+        (dict(wrap_probability=0.0), "wrap probability"),
+        (dict(mechanism="laplace"), "mechanism must be one of"),
+        (dict(bits=True), "bits must be"),
+    ],
+)
+def test_bad_dp_parameters_raise_a_configuration_error_naming_them(kw, message):
+    with pytest.raises(ConfigurationError, match=message):
+        _plan(**kw)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: _plan().epsilon(rounds=0), "rounds must be a positive integer"),
+        (lambda: _plan().epsilon(sampling=1.5), "sampling rate"),
+        (lambda: _plan().epsilon(delta=0.0), "delta"),
+        (lambda: _plan().epsilon(accountant="moments"), "accountant must be one of"),
+        (lambda: gaussian_epsilon(-1.0, rounds=1, sampling=1.0, delta=1e-5), "noise multiplier"),
+        (lambda: calibrate(lambda z: 1.0, float("nan")), "target epsilon"),
+        (lambda: PrivacyBudget(float("nan"), 1e-5), "privacy budget"),
+        (lambda: PlausibilityChecks(_plan(), max_clipped_fraction=2.0), "clipped fraction"),
+    ],
+)
+def test_bad_accounting_parameters_raise_a_configuration_error_naming_them(call, message):
+    with pytest.raises(ConfigurationError, match=message):
+        call()
+
+
+def test_no_noise_gaussian_baseline_is_unbounded():
+    assert gaussian_epsilon(0.0, rounds=1, sampling=1.0, delta=1e-5) == math.inf
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["privacy", "--clip", "1", "--noise-multiplier", "1", "--clients", "10", "--flag-weight", "2"],
+         "flag weight must lie in [0, 1]"),
+        (["privacy", "--clip", "1", "--noise-multiplier", "1", "--clients", "10", "--dim", "0"], "--dim"),
+        (["privacy", "--clip", "1", "--noise-multiplier", "1", "--clients", "10", "--delta", "2"], "delta"),
+        (["simulate", "--clients", "10", "--dim", "10", "--flag-weight", "0.2"], "need --dp"),
+    ],
+)
+def test_cli_refuses_bad_dp_parameters_naming_them(args, message):
+    out = subprocess.run([sys.executable, "-m", "secagg", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

@@ -217,16 +217,22 @@ def privacy_plan() -> dict:
     fixed = DPPlan.create(((3, 4), (7,)), clip=2.0, noise_multiplier=1.1, min_clients=8,
                           max_clients=10, bits=20, rotation_seed=seed)
     x = np.arange(1, 20, dtype=np.float64) / 10
+    one = plan.accounting(rounds=1, delta=1e-5)
+    ten = plan.accounting(rounds=10, sampling=0.5, delta=1e-5)
     return {
         "source": "secagg reference implementation (SPEC.md section 10): plan derivation, "
         "rotation, accounting. Floats are printed with repr; compare with a relative tolerance "
-        "of 1e-9 (epsilon values 1e-6: they come from a numerical optimisation over orders).",
+        "of 1e-9 (epsilon values 1e-6: they come from a numerical optimisation over orders, or "
+        "dp-accounting's PLD accountant). epsilon_* is min(PLD, RDP) and accountant_* says "
+        "which; rdp_epsilon_* is the RDP figure alone.",
         "shapes": [[3, 4], [7]], "clip": 2.0, "noise_multiplier": 1.1, "min_clients": 8,
         "max_clients": 10, "rotation_seed": seed.hex(),
         "auto": {"bits": plan.bits, "gamma": plan.gamma, "flag_scale": plan.flag_scale,
                  "wrap_bound": plan.wrap_bound(), "norm_bound": plan.norm_bound,
-                 "epsilon_1_round": plan.epsilon(rounds=1, delta=1e-5),
-                 "epsilon_10_rounds_q05": plan.epsilon(rounds=10, sampling=0.5, delta=1e-5)},
+                 "epsilon_1_round": one.epsilon, "accountant_1_round": one.accountant,
+                 "rdp_epsilon_1_round": one.rdp_epsilon,
+                 "epsilon_10_rounds_q05": ten.epsilon, "accountant_10_rounds_q05": ten.accountant,
+                 "rdp_epsilon_10_rounds_q05": ten.rdp_epsilon},
         "bits_20": {"bits": fixed.bits, "gamma": fixed.gamma, "flag_scale": fixed.flag_scale},
         "signs": [int(v) for v in rotation.signs(seed, 32)],
         "input": x.tolist(),

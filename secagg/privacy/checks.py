@@ -14,7 +14,8 @@ V = m (sigma_c^2 + 1/4) gamma^2 per coordinate, and an orthogonal rotation keeps
 - ``wrap``: coordinates of the centred ring sum beyond the plan's wrap bound (which an honest sum
   exceeds with probability below the plan's wrap probability): must be 0;
 - ``clipped_count``: the noised count of clipping clients lies in
-  [-a, m (max clipped fraction) + a], a = sqrt(2 m sigma_c^2 ln(2/p)) / K, K the flag's weight;
+  [-a, m (max clipped fraction) + a], a = sqrt(2 m sigma_c^2 ln(2/p)) / K, K the flag's weight
+  (left out when the plan has no flag, flag weight 0);
 - ``min_contributors``: m >= the configured minimum aggregate size;
 - ``drift`` (with history): ||sum_t|| / ||sum_{t-1}|| <= a limit, and the cosine >= a limit.
 
@@ -85,6 +86,14 @@ class PlausibilityChecks:
                 raise ConfigurationError(
                     f"policy {name}={policy} is not one of {CHECK_NAMES} x {POLICIES}"
                 )
+        if not 0 <= self.max_clipped_fraction <= 1:
+            raise ConfigurationError(
+                f"max clipped fraction must lie in [0, 1], got {self.max_clipped_fraction!r}"
+            )
+        if not self.max_norm_ratio > 0:
+            raise ConfigurationError(f"max norm ratio must be > 0, got {self.max_norm_ratio!r}")
+        if not -1 <= self.min_cosine <= 1:
+            raise ConfigurationError(f"min cosine must lie in [-1, 1], got {self.min_cosine!r}")
         if self.min_aggregate is None:
             self.min_aggregate = self.plan.min_clients
 
@@ -94,7 +103,7 @@ class PlausibilityChecks:
     def run(self, agg: DPAggregate, history: list[np.ndarray] | None = None) -> CheckReport:
         plan, p = self.plan, self.false_alarm
         m = agg.contributors
-        d, big_d = plan.dim, plan.noise_dim - 1
+        d, big_d = plan.dim, plan.signal_dim
         proxy = m * (plan.local_variance + 0.25) * plan.gamma**2
         x = math.log(1 / p)
         out = []
@@ -116,11 +125,12 @@ class PlausibilityChecks:
         beyond = int(np.sum(np.abs(agg.centred) > wrap_bound))
         add("wrap", beyond == 0, beyond, 0,
             f"{beyond} coordinates lie beyond the honest bound {wrap_bound:.4g} of the 2^{plan.bits} ring")
-        allow = math.sqrt(2 * m * plan.local_variance * math.log(2 / p)) / plan.flag_scale
-        top = m * self.max_clipped_fraction + allow
-        c = agg.clipped_count
-        add("clipped_count", -allow <= c <= top, c, top,
-            f"noised count of clipping clients {c:.4g}; expected within [{-allow:.3g}, {top:.4g}]")
+        if plan.counts_clipping:  # flag weight 0: no count, no check
+            allow = math.sqrt(2 * m * plan.local_variance * math.log(2 / p)) / plan.flag_scale
+            top = m * self.max_clipped_fraction + allow
+            c = agg.clipped_count
+            add("clipped_count", -allow <= c <= top, c, top,
+                f"noised count of clipping clients {c:.4g}; expected within [{-allow:.3g}, {top:.4g}]")
         if history:
             prev = history[-1]
             prev_norm = float(np.linalg.norm(prev))

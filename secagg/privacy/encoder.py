@@ -3,13 +3,19 @@
 Client, in order (Kairouz et al. 2021; TFF's DistributedDpSumFactory, with its weak points fixed):
 1. validate the update: the agreed tensor shapes, a real dtype, every value finite;
 2. flatten, and (default) rotate with a randomized Hadamard transform under the round's public seed;
-3. L2-clip to C; whether the client clipped becomes one extra coordinate, so the server learns
-   only the (noised) number of clients that clipped;
+3. L2-clip to C; whether the client clipped becomes one extra coordinate of weight w C (default
+   w = 0.1; w = 0 leaves the coordinate out), so the server learns only the (noised) number of
+   clients that clipped;
 4. scale by 1/gamma and round stochastically, resampling until the rounded vector's norm is within
    the published inflated bound (conditional rounding: the sensitivity the accountant uses);
 5. add discrete noise (discrete Gaussian or Skellam) of variance sigma_c^2 = (z C / gamma)^2 / m_min
-   per coordinate, from a generator seeded with fresh OS-CSPRNG bytes every round;
+   per coordinate;
 6. wrap into Z_(2^b).
+Randomness: one stream, the encoder's injected ``rng`` (the OS CSPRNG in production, a labelled
+fork in tests and the simulator). Each rounding try takes 32 bytes and expands them into uniforms
+with the quantiser's own ``rounding_uniforms`` (the mask PRG, SPEC section 4.3); the next 32 bytes
+seed the noise sampler. Nothing else draws.
+
 The server takes the exact ring sum from SecAgg and maps it back: centred lift, times gamma,
 inverse rotation, reshape.
 
@@ -27,20 +33,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from secagg.crypto import prg
 from secagg.crypto.randomness import RandomSource, system_random
 from secagg.errors import ConfigurationError, InvalidInput, PrivacyBudgetExhausted, SecAggError
 from secagg.privacy import noise, rotation
 from secagg.privacy.accounting import (
     DEFAULT_BETA,
+    Accountant,
+    Accounting,
     Mechanism,
     RoundMechanism,
-    epsilon,
+    _is_real,
+    accounting,
     inflated_l2,
     log_bisect,
 )
-from secagg.quantize import MAX_BITS, real_values, ring_dtype
+from secagg.quantize import MAX_BITS, real_values, ring_dtype, rounding_uniforms
 
 MAX_ROUNDING_TRIES = 1000
+DEFAULT_FLAG_WEIGHT = 0.1
 
 
 def _wrap_bound(*, clients, clip, gamma, dim, rotate, local_variance, wrap_probability,
@@ -54,8 +65,26 @@ def _wrap_bound(*, clients, clip, gamma, dim, rotate, local_variance, wrap_proba
     total_variance = clients * local_variance
     log_term = math.log(4 * (dim + 1) / wrap_probability)
     noise_bound = log_term / 3 + math.sqrt(log_term**2 / 9 + 2 * total_variance * log_term)
-    flag = max(1, round(flag_weight * c))
+    flag = max(1, round(flag_weight * c)) if flag_weight > 0 else 0
     return clients * max(per_client, flag, 1.0) + clients + noise_bound
+
+
+MIN_LOCAL_STD = 2.0
+
+
+def auto_gamma(clip: float, noise_multiplier: float, min_clients: int, padded_dim: int) -> float:
+    """The scale of ``bits="auto"``: the coarser of two needs.
+
+    - C/gamma >= 8 sqrt(D): rounding inflates the sensitivity by under 1%;
+    - sigma_c = z C / (gamma sqrt(m_min)) >= 2: each client's discrete noise is wide enough for
+      the sum of m_min of them to behave as one discrete Gaussian (Kairouz et al. 2021's tau term
+      decays as exp(-2 pi^2 sigma_c^2 k / (k + 1))); below about 1 that term dominates epsilon.
+    Both hold at gamma = min(C / (8 sqrt(D)), z C / (2 sqrt(m_min))).
+    """
+    gamma = clip / (8 * math.sqrt(padded_dim))
+    if noise_multiplier > 0:
+        gamma = min(gamma, noise_multiplier * clip / (MIN_LOCAL_STD * math.sqrt(min_clients)))
+    return gamma
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,16 +103,26 @@ class DPPlan:
     rotation_seed: bytes = field(repr=False)
     beta: float = DEFAULT_BETA
     wrap_probability: float = 1e-9
-    flag_weight: float = 0.25  # the clipped flag counts as this fraction of C
+    flag_weight: float = DEFAULT_FLAG_WEIGHT  # the clipped flag counts as this fraction of C; 0: no flag
 
     @property
     def dim(self) -> int:
         return sum(int(np.prod(s)) for s in self.shapes)
 
     @property
+    def counts_clipping(self) -> bool:
+        """Whether the ring vector carries the clipped-flag coordinate (flag weight > 0)."""
+        return self.flag_weight > 0
+
+    @property
+    def signal_dim(self) -> int:
+        """D: the (padded) update's coordinates, without the clipped flag."""
+        return rotation.padded_dim(self.dim) if self.rotate else self.dim
+
+    @property
     def noise_dim(self) -> int:
-        """Coordinates carrying signal and noise: the (padded) vector plus the clipped flag."""
-        return (rotation.padded_dim(self.dim) if self.rotate else self.dim) + 1
+        """Coordinates carrying signal and noise: the (padded) vector plus the clipped flag, if any."""
+        return self.signal_dim + int(self.counts_clipping)
 
     @property
     def ring_dim(self) -> int:
@@ -97,18 +136,25 @@ class DPPlan:
     @property
     def norm_bound(self) -> float:
         """The inflated L2 bound a rounded client vector (without the flag) must meet."""
-        return inflated_l2(self.clip, self.gamma, self.noise_dim - 1, self.beta)
+        return inflated_l2(self.clip, self.gamma, self.signal_dim, self.beta)
 
     @property
     def flag_scale(self) -> int:
-        """The integer a clipping client puts in the flag coordinate: flag_weight * C / gamma.
+        """The integer a clipping client puts in the flag coordinate: flag_weight * C / gamma
+        (0 when the count is off).
 
-        Weighted like the signal, so the noise on the count is a few clients, not thousands; it
-        adds flag_scale^2 to the squared sensitivity (a few percent of epsilon at the default)."""
+        Weighted like the signal, so the noise on the count is z / w clients (10 at z = 1, w = 0.1),
+        not thousands; it adds flag_scale^2 to the squared sensitivity, a factor 1 + w^2 (1% at
+        the default; 6% at the old 1/4)."""
+        if not self.counts_clipping:
+            return 0
         return max(1, round(self.flag_weight * self.clip / self.gamma))
 
-    def clip_count_std(self, contributors: int) -> float:
-        """Standard deviation of the noised clipped-client count over ``contributors`` clients."""
+    def clip_count_std(self, contributors: int) -> float | None:
+        """Standard deviation of the noised clipped-client count over ``contributors`` clients
+        (None when the plan does not count clipping)."""
+        if not self.counts_clipping:
+            return None
         return math.sqrt(contributors * self.local_variance) / self.flag_scale
 
     def round_mechanism(self) -> RoundMechanism:
@@ -119,12 +165,19 @@ class DPPlan:
             local_variance=self.local_variance, noise_clients=self.min_clients, dim=self.noise_dim,
         )
 
-    def epsilon(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6) -> float:
-        return epsilon(self.round_mechanism(), rounds=rounds, sampling=sampling, delta=delta)
+    def accounting(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6,
+                   accountant: Accountant | str = Accountant.PLD) -> Accounting:
+        """epsilon after ``rounds`` rounds, the accountant that gave it and the RDP figure."""
+        return accounting(self.round_mechanism(), rounds=rounds, sampling=sampling, delta=delta,
+                          accountant=accountant)
+
+    def epsilon(self, *, rounds: int = 1, sampling: float = 1.0, delta: float = 1e-6,
+                accountant: Accountant | str = Accountant.PLD) -> float:
+        return self.accounting(rounds=rounds, sampling=sampling, delta=delta, accountant=accountant).epsilon
 
     def wrap_bound(self) -> float:
         return _wrap_bound(
-            clients=self.max_clients, clip=self.clip, gamma=self.gamma, dim=self.noise_dim - 1,
+            clients=self.max_clients, clip=self.clip, gamma=self.gamma, dim=self.signal_dim,
             rotate=self.rotate, local_variance=self.local_variance,
             wrap_probability=self.wrap_probability, flag_weight=self.flag_weight,
         )
@@ -143,7 +196,7 @@ class DPPlan:
         rotate: bool = True,
         wrap_probability: float = 1e-9,
         beta: float = DEFAULT_BETA,
-        flag_weight: float = 0.25,
+        flag_weight: float = DEFAULT_FLAG_WEIGHT,
         rotation_seed: bytes | None = None,
         rng: RandomSource = system_random,
     ) -> DPPlan:
@@ -153,19 +206,37 @@ class DPPlan:
         shapes = tuple(tuple(int(x) for x in s) for s in shapes)
         if not shapes or any(any(x < 1 for x in s) for s in shapes):
             raise ConfigurationError(f"shapes must be non-empty positive tensor shapes, got {shapes}")
-        if not (math.isfinite(clip) and clip > 0):
-            raise ConfigurationError(f"clip norm must be a finite number > 0, got {clip}")
-        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-            raise ConfigurationError(f"noise multiplier must be >= 0, got {noise_multiplier}")
-        if not 1 <= min_clients <= max_clients:
+        if not (_is_real(clip) and math.isfinite(clip) and clip > 0):
+            raise ConfigurationError(f"clip norm must be a finite number > 0, got {clip!r}")
+        if not (_is_real(noise_multiplier) and math.isfinite(noise_multiplier) and noise_multiplier >= 0):
             raise ConfigurationError(
-                f"need 1 <= min_clients ({min_clients}) <= max_clients ({max_clients})"
+                f"noise multiplier must be a finite number >= 0 (0: no privacy), got {noise_multiplier!r}"
             )
-        if not 0 < flag_weight <= 1:
-            raise ConfigurationError(f"flag weight must lie in (0, 1], got {flag_weight}")
-        if not 0 < wrap_probability < 1:
-            raise ConfigurationError(f"wrap probability must lie in (0, 1), got {wrap_probability}")
-        mechanism = Mechanism(mechanism)
+        for name, value in (("min_clients", min_clients), ("max_clients", max_clients)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigurationError(f"{name} must be an integer, got {value!r}")
+        if min_clients < 1:
+            raise ConfigurationError(f"min_clients must be at least 1, got {min_clients}")
+        if min_clients > max_clients:
+            raise ConfigurationError(
+                f"need 1 <= min_clients ({min_clients}) <= max_clients ({max_clients}): the "
+                f"guarantee's m_min cannot exceed the clients the ring holds; raise max_clients "
+                f"to {max(min_clients, 1)} or lower min_clients"
+            )
+        if not (_is_real(beta) and 0 <= beta < 1):
+            raise ConfigurationError(f"beta (conditional rounding's slack) must lie in [0, 1), got {beta!r}")
+        if not (_is_real(flag_weight) and 0 <= flag_weight <= 1):
+            raise ConfigurationError(
+                f"flag weight must lie in [0, 1] (0 turns the clipped count off), got {flag_weight!r}"
+            )
+        if not (_is_real(wrap_probability) and 0 < wrap_probability < 1):
+            raise ConfigurationError(f"wrap probability must lie in (0, 1), got {wrap_probability!r}")
+        try:
+            mechanism = Mechanism(mechanism)
+        except ValueError:
+            raise ConfigurationError(
+                f"mechanism must be one of {[m.value for m in Mechanism]}, got {mechanism!r}"
+            ) from None
         dim = sum(int(np.prod(s)) for s in shapes)
         padded = rotation.padded_dim(dim) if rotate else dim
 
@@ -176,8 +247,7 @@ class DPPlan:
                                flag_weight=flag_weight)
 
         if bits == "auto":
-            # Fine enough that rounding inflates the sensitivity by under 1% (C/gamma = 8 sqrt(D)).
-            gamma = clip / (8 * math.sqrt(padded))
+            gamma = auto_gamma(clip, noise_multiplier, min_clients, padded)
             need = math.ceil(math.log2(bound(gamma) + 1)) + 1
             if need > MAX_BITS:
                 raise ConfigurationError(
@@ -186,7 +256,7 @@ class DPPlan:
                 )
             bits = max(need, 2)
         else:
-            if not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
                 raise ConfigurationError(f"bits must be 'auto' or an integer in [2, {MAX_BITS}], got {bits!r}")
             limit = 2 ** (bits - 1) - 1
             coarsest = clip  # beyond this a clipped update rounds to a handful of levels
@@ -211,8 +281,11 @@ class PrivacyBudget:
     """A client's own ledger: the epsilon of the rounds it took part in, against its budget."""
 
     def __init__(self, epsilon_budget: float, delta: float) -> None:
-        if not epsilon_budget > 0 or not 0 < delta < 1:
-            raise ConfigurationError("privacy budget needs epsilon > 0 and 0 < delta < 1")
+        if not (_is_real(epsilon_budget) and epsilon_budget > 0) or not (_is_real(delta) and 0 < delta < 1):
+            raise ConfigurationError(
+                f"privacy budget needs epsilon > 0 and 0 < delta < 1, got epsilon {epsilon_budget!r}, "
+                f"delta {delta!r}"
+            )
         self.epsilon_budget = epsilon_budget
         self.delta = delta
         self.rounds = 0
@@ -268,19 +341,20 @@ class DPEncoder:
             x = x * (plan.clip / norm)
         y = rotation.rotate(x, plan.rotation_seed) if plan.rotate else x
         v = y / plan.gamma
-        gen = noise.generator(self._rng)
         floor = np.floor(v)
         frac = v - floor
         for _ in range(MAX_ROUNDING_TRIES):
-            rounded = floor + (gen.random(v.size) < frac)
+            rounded = floor + (rounding_uniforms(self._rng(prg.SEED_BYTES), v.size) < frac)
             if not clip or float(np.linalg.norm(rounded)) <= plan.norm_bound:
                 break
         else:
             raise SecAggError("conditional rounding did not meet the norm bound; raise beta")
-        values = np.append(rounded, plan.flag_scale if self.clipped else 0).astype(np.int64)
+        if plan.counts_clipping:
+            rounded = np.append(rounded, plan.flag_scale if self.clipped else 0)
+        values = rounded.astype(np.int64)
         sampler = noise.skellam if plan.mechanism is Mechanism.SKELLAM else noise.discrete_gaussian
         scale = plan.local_variance if plan.mechanism is Mechanism.SKELLAM else math.sqrt(plan.local_variance)
-        values += sampler(gen, scale, values.size)
+        values += sampler(noise.generator(self._rng), scale, values.size)
         limit = 2 ** (plan.bits - 1) - 1
         if clip and np.abs(values).max() > limit:
             raise SecAggError(
@@ -306,7 +380,7 @@ class DPAggregate:
 
     tensors: list[np.ndarray]
     flat: np.ndarray
-    clipped_count: float
+    clipped_count: float | None  # None when the plan does not count clipping (flag weight 0)
     centred: np.ndarray = field(repr=False)  # the centred-lifted ring sum, integer units
     contributors: int = 0
 
@@ -322,12 +396,13 @@ class DPDecoder:
         centred = ring_sum.astype(np.int64)
         half = 1 << (plan.bits - 1)
         centred[centred >= half] -= 1 << plan.bits
-        body = centred[:-1].astype(np.float64) * plan.gamma
+        body = centred[: plan.signal_dim].astype(np.float64) * plan.gamma
         flat = rotation.unrotate(body, plan.rotation_seed, plan.dim) if plan.rotate else body
         tensors, start = [], 0
         for shape in plan.shapes:
             size = int(np.prod(shape))
             tensors.append(flat[start : start + size].reshape(shape))
             start += size
-        return DPAggregate(tensors=tensors, flat=flat, clipped_count=centred[-1] / plan.flag_scale,
+        count = float(centred[-1] / plan.flag_scale) if plan.counts_clipping else None
+        return DPAggregate(tensors=tensors, flat=flat, clipped_count=count,
                            centred=centred, contributors=contributors)

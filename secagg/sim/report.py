@@ -28,7 +28,8 @@ class SimulationReport:
     unrecoverable: list[int]
     exact: bool | None
     max_abs_error: float | None
-    error_bound: float | None  # range quantiser: a hard bound on |decoded - true| per coordinate
+    # Without the privacy layer: a hard bound on |decoded - true| per coordinate (rounding).
+    error_bound: float | None
     client_seconds_median: float
     client_seconds_max: float
     server_seconds: float
@@ -44,7 +45,9 @@ class SimulationReport:
     rejected: bool = False
     reject_reasons: list[str] = field(default_factory=list)
     malicious: list[int] = field(default_factory=list)
-    error_std: float | None = None  # privacy layer: one standard deviation of the decoded error
+    # With the privacy layer: one standard deviation of a decoded coordinate's error (noise and
+    # rounding), not a bound; max_abs_error over d coordinates is typically a few of these.
+    error_std: float | None = None
     # Faults: clients the server excluded (and why), frames it ignored, clients that refused.
     excluded: dict[int, str] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)
@@ -69,8 +72,8 @@ class SimulationReport:
         elif self.exact is None:
             lines.append("  sum: the reference sum is unknown for this set of contributors")
         else:
-            figure = (f"noise std {self.error_std:.3g}" if self.error_std is not None
-                      else f"quantisation bound {self.error_bound:.3g}")
+            figure = (f"one standard deviation of the noise per coordinate {self.error_std:.3g}"
+                      if self.error_std is not None else f"quantisation bound {self.error_bound:.3g}")
             lines.append(
                 f"  sum exact in the ring: {'yes' if self.exact else 'NO'}; max |decoded - true| = "
                 f"{self.max_abs_error:.3g} ({figure})"
@@ -83,12 +86,13 @@ class SimulationReport:
             lines.append("  frames ignored by the server: "
                          + ", ".join(f"{k} {v}" for k, v in self.ignored.items()))
         if self.dp:
+            count = ("not counted (flag weight 0)" if self.dp["clipped_count"] is None else
+                     f"(noised) {self.dp['clipped_count']:.1f} +- {self.dp['clipped_count_std']:.1f}")
             lines.append(
                 f"  privacy: {self.dp['mechanism']}, clip {self.dp['clip']}, noise multiplier "
                 f"{self.dp['noise_multiplier']}, m_min {self.dp['min_clients']}: epsilon "
-                f"{self.dp['epsilon']:.4g} at delta {self.dp['delta']} for this round; clipped "
-                f"clients (noised) {self.dp['clipped_count']:.1f} +- {self.dp['clipped_count_std']:.1f} "
-                f"(true {self.dp['clipped_true']})"
+                f"{self.dp['epsilon']:.4g} at delta {self.dp['delta']} for this round "
+                f"({self.dp['accountant']}); clipped clients {count} (true {self.dp['clipped_true']})"
             )
         if self.malicious:
             lines.append(f"  malicious clients ({self.dp.get('attack')}): {self.malicious}")
@@ -168,13 +172,16 @@ def build_report(*, config, server, router, parties, recorder, schedule, dropout
         aggregate = DPDecoder(privacy).decode(result.ring_sum, m)
         decoded = aggregate.flat
         report = (checks or PlausibilityChecks(privacy)).run(aggregate)
-        # Noise and rounding: per-coordinate standard deviation of the decoded sum.
+        # Noise and rounding: per-coordinate standard deviation of the decoded sum (rounding's
+        # variance is at most 1/4 per client and coordinate).
         error_std = math.sqrt(m * (privacy.local_variance + 0.25)) * privacy.gamma
+        acc = privacy.accounting(rounds=1, delta=delta)
         extra = dict(
             dp={"mechanism": privacy.mechanism.value, "clip": privacy.clip,
                 "noise_multiplier": privacy.noise_multiplier, "min_clients": privacy.min_clients,
                 "bits": privacy.bits, "gamma": privacy.gamma, "delta": delta,
-                "epsilon": privacy.epsilon(rounds=1, delta=delta),
+                "epsilon": acc.epsilon, "accountant": acc.accountant, "rdp_epsilon": acc.rdp_epsilon,
+                "flag_weight": privacy.flag_weight,
                 "clipped_count": aggregate.clipped_count,
                 "clipped_count_std": privacy.clip_count_std(m),
                 "clipped_true": sum(bool(encoders[c].clipped) for c in result.contributors),
