@@ -143,8 +143,8 @@ def _dp_options(args) -> None:
     given = [name for name, default in DP_DEFAULTS.items() if getattr(args, name) not in (None, False)]
     if given and not args.dp:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ConfigurationError(f"{flags} need --dp (they configure the privacy layer; a round "
-                                 "without it would silently not be private)")
+        raise ConfigurationError(f"privacy-layer options need --dp: {flags} given without it (the "
+                                 "round would silently not be private)")
     for name, default in DP_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)

@@ -42,6 +42,26 @@ def test_simulate_refuses_a_ring_too_small_naming_the_bits():
     assert out.returncode == 2 and "use bits >= 11" in out.stderr
 
 
+def test_simulate_names_the_width_safe_for_n_clients():
+    out = run("simulate", "--clients", "1100", "--dim", "10", "--levels", str(2**22), "--bits", "32", check=False)
+    assert out.returncode == 2 and "1100 clients at 4194304 levels" in out.stderr and "use bits >= 33" in out.stderr
+
+
+@pytest.mark.parametrize("flag", [["--clip", "2"], ["--noise-multiplier", "0.5"], ["--mechanism", "skellam"],
+                                  ["--malicious", "1"]])
+def test_privacy_options_without_dp_are_an_error_not_a_silent_non_private_round(flag):
+    out = run("simulate", "--clients", "10", "--dim", "10", *flag, check=False)
+    assert out.returncode == 2 and f"{flag[0]} given without it" in out.stderr and not out.stdout
+    assert "aborted" not in out.stderr
+
+
+def test_simulate_reports_exclusions_and_ignored_frames_in_json():
+    out = run("simulate", "--clients", "20", "--dim", "100", "--seed", "1", "--json")
+    obj = json.loads(out.stdout)
+    assert obj["excluded"] == {} and obj["refusals"] == {} and obj["ignored"] == {}
+    assert obj["network"]["frames"] > 0
+
+
 def test_simulate_abort_exit_code_and_reason():
     # Half of a full graph's clients vanish during Unmask: too few shares remain.
     out = run("simulate", "--clients", "6", "--dim", "10", "--full-graph", "--threshold", "4",

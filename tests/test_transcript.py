@@ -50,3 +50,27 @@ def test_transcript_covers_every_round_and_the_dropout():
 def test_all_generated_vectors_are_current():
     out = subprocess.run([sys.executable, str(VECTORS / "generate.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_an_independent_checker_recomputes_every_masked_input():
+    """check_transcript.py uses only the standard library and cryptography (no secagg, no CBOR
+    decoder): it recomputes each q_u, PRG(b_u) and pairwise mask from the vector's secrets."""
+    script = VECTORS / "check_transcript.py"
+    source = script.read_text()
+    assert "secagg" not in source.split('"""', 2)[2].split("def ")[0]  # imports nothing of ours
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("matches") == 5 and "DIFFERS" not in out.stdout
+
+
+def test_the_checker_notices_a_changed_frame(tmp_path):
+    import json
+
+    vector = load_vectors("transcript.json")
+    masked = next(f for f in vector["frames"] if f["type"] == "MaskedInput")
+    masked["frame"] = masked["frame"][:-2] + format(int(masked["frame"][-2:], 16) ^ 1, "02x")
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(vector))
+    out = subprocess.run([sys.executable, str(VECTORS / "check_transcript.py"), str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "DIFFERS" in out.stdout
