@@ -52,10 +52,13 @@ SECRET_BYTES = 32
 CHUNKS = -(-SECRET_BYTES * 8 // CHUNK_BITS)  # 9
 SHARE_BYTES = 4 * CHUNKS  # 36
 
-# Batches whose field work (roughly secrets x chunks x t x (t + checked shares)) reaches this run
-# on galois's JIT kernels; smaller ones on its pure-Python path, which needs no compilation.
-# Measured in bench/coldstart.py: below it, python-calculate beats the JIT's first compile.
-JIT_WORK = 2_000_000
+# Batches whose field work reaches this run on galois's JIT kernels; smaller ones on its
+# pure-Python path, which needs no compilation. Work is secrets x chunks x t^2 for
+# reconstruct_many and 3 x secrets x chunks x t x (1 + checked shares) for recover_many, both
+# about 0.12 us each in python-calculate on the bench machine (AMD EPYC, galois 0.4.11); the JIT's
+# first compilation there costs 0.45-0.6 s (more with a cold disk cache), so the break-even is near
+# 5 million (reconstructing 2,000 secrets at t = 17: 0.63 s Python, 0.59 s JIT with compilation).
+JIT_WORK = 5_000_000
 
 _BIT_WEIGHTS = (np.uint64(1) << np.arange(CHUNK_BITS, dtype=np.uint64)).astype(np.uint64)
 _P = np.uint64(PRIME)
@@ -388,7 +391,7 @@ def recover_many(
         m = len(xs)
         ys = np.stack([v for _, v, _ in members])  # (secrets, m, chunks)
         checked = m - threshold
-        GF = field(len(members) * CHUNKS * threshold * (threshold + checked + 1))
+        GF = field(3 * len(members) * CHUNKS * threshold * (1 + checked))
         points = np.concatenate(([0], xs[threshold:]))
         lagrange = _lagrange_matrix(GF, xs[:threshold], points)  # (1 + checked, t)
         first = GF(ys[:, :threshold, :].transpose(1, 0, 2).reshape(threshold, -1))
