@@ -120,10 +120,10 @@ def test_field_facts_behind_verify_false():
     import galois
 
     assert galois.is_prime(shamir.PRIME)
-    GF = galois.GF(shamir.PRIME)  # galois's own choice, verified
-    assert GF.primitive_element == shamir.PRIMITIVE_ELEMENT
-    assert all(pow(2, (shamir.PRIME - 1) // q, shamir.PRIME) != 1 for q in (2, 3, 149, 2402107))
-    assert 2 * 3 * 149 * 2402107 == shamir.PRIME - 1
+    assert galois.primitive_root(shamir.PRIME) == shamir.PRIMITIVE_ELEMENT  # the smallest
+    primes, _ = galois.factors(shamir.PRIME - 1)
+    assert primes == [2, 3, 149, 2402107]
+    assert all(pow(2, (shamir.PRIME - 1) // q, shamir.PRIME) != 1 for q in primes)
     assert shamir.field().primitive_element == shamir.PRIMITIVE_ELEMENT
 
 
