@@ -256,7 +256,7 @@ def test_coordinated_majority_is_undetectable_by_design():
     assert result.secret == b"\x01" * 32 and result.bad == (1, 2)
 
 
-def test_recover_many_agrees_in_both_galois_modes():
+def test_recover_many_agrees_in_both_galois_modes(monkeypatch):
     rng = DeterministicRandom("modes")
     secrets = [rng(32) for _ in range(5)]
     xs = list(range(1, 10))
@@ -265,11 +265,11 @@ def test_recover_many_agrees_in_both_galois_modes():
     sets[2][0] = (1, bytes(36))
     sets[4][8] = (9, shares[8][0])
     small = shamir.recover_many(sets, 3)
-    saved = shamir.JIT_WORK
-    try:
-        shamir.JIT_WORK = 0
-        big = shamir.recover_many(sets, 3)
-    finally:
-        shamir.JIT_WORK = saved
+    assert shamir.field().ufunc_mode == "python-calculate"
+    monkeypatch.setattr(shamir, "_jit_compiled", False)  # restored after the test: later tests
+    monkeypatch.setattr(shamir, "JIT_WORK", 0)  # keep the pure-Python path
+    big = shamir.recover_many(sets, 3)
+    assert shamir.field().ufunc_mode == "jit-calculate"
+    assert shamir.reconstruct_many([s[3:6] for s in sets], 3) == secrets
     assert small == big
     assert [r.bad for r in big] == [(), (), (1,), (), (9,)]
