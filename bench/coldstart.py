@@ -10,8 +10,9 @@ Two processes are timed from outside, farm-bench style (one warm-up run, then th
   it sent in the recorded round. No server code runs in it.
 
 ``before`` is the same two processes on the code of another commit (default 5a328ce, the commit
-this work started from), unpacked with ``git archive`` into a temporary directory; the recorded
-frames are the same (the wire format and the shares did not change).
+this work started from), unpacked with ``git archive`` into a temporary directory; each tree
+records its own round with its own code (``python3 bench/coldstart.py record FRAMES``), since the
+wire format changed in between, and the client process speaks either driver API.
 
     python3 -m bench.coldstart [--runs 5] [--before 5a328ce | --before none]
 
@@ -50,7 +51,7 @@ def record(path: Path) -> dict:
     rec = {
         "source": f"secagg simulate({CLIENTS}, {DIM}, insecure_deterministic={LABEL!r}, seed=0)",
         "label": LABEL,
-        # simulate forks its root stream in this order before it forks client 1's.
+        # Old code: simulate forked its root stream in this order before client 1's (by call order).
         "forks_before": ["config", "server"],
         "client": client,
         "input": [float(v) for v in make_input(0, client, DIM, 1.0)],
@@ -66,23 +67,29 @@ def client_round(path: str) -> None:
     """The client process: one round from recorded frames; prints the heavy modules it loaded."""
     import numpy as np
 
-    from secagg.codec import encode, peek_type
     from secagg.crypto.randomness import DeterministicRandom
-    from secagg.messages import MaskedInputRequest
     from secagg.protocol.client import Client
 
     rec = json.loads(Path(path).read_text())
     root = DeterministicRandom(rec["label"])
-    for label in rec["forks_before"]:
-        root.fork(label)
-    for c in range(1, rec["client"]):
-        root.fork(f"client {c}")
-    client = Client(rec["client"], rng=root.fork(f"client {rec['client']}"))
     replies: list[bytes] = []
-    for frame in map(bytes.fromhex, rec["frames"]):
-        if peek_type(frame) is MaskedInputRequest:
-            client.provide_input(np.asarray(rec["input"]))
-        replies += [encode(m) for m in client.receive_data(frame)]
+    if not hasattr(Client, "receive_data"):  # the driver seam: frames in, Outgoing frames out
+        client = Client(rec["client"], np.asarray(rec["input"]), rng=root.fork("client", rec["client"]))
+        for frame in map(bytes.fromhex, rec["frames"]):
+            replies += [out.frame for out in client.receive(frame)]
+    else:  # the first version's API, with randomness forked by call order
+        from secagg.codec import encode, peek_type
+        from secagg.messages import MaskedInputRequest
+
+        for label in rec["forks_before"]:
+            root.fork(label)
+        for c in range(1, rec["client"]):
+            root.fork(f"client {c}")
+        client = Client(rec["client"], rng=root.fork(f"client {rec['client']}"))
+        for frame in map(bytes.fromhex, rec["frames"]):
+            if peek_type(frame) is MaskedInputRequest:
+                client.provide_input(np.asarray(rec["input"]))
+            replies += [encode(m) for m in client.receive_data(frame)]
     if [r.hex() for r in replies] != rec["replies"]:
         sys.exit("the client's replies differ from the recorded round")
     print(json.dumps({"heavy_modules": [m for m in HEAVY if m in sys.modules], "state": client.state.value}))
@@ -124,6 +131,8 @@ def commands_for(tree: Path, frames: Path) -> dict[str, tuple[list[str], dict, P
                            cwd=tree, capture_output=True, text=True, check=True).stdout.strip()
     if not which.startswith(str(tree)):
         raise RuntimeError(f"secagg resolved to {which}, not to {tree}")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "coldstart.py"), "record", str(frames)],
+                   env=env, cwd=tree, check=True)
     return {
         "simulate": ([sys.executable, "-m", "secagg", "simulate", "--clients", str(CLIENTS), "--dim", str(DIM)],
                      env, tree),
@@ -203,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", default="5a328ce", help="commit to compare against, or 'none'")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp:
-        frames = Path(tmp) / "frames.json"
-        record(frames)
         trees = {"after": ROOT}
         if args.before != "none":
             old = Path(tmp) / "before"
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             trees = {"before": old, "after": ROOT}
         commands = {}
         for tree, path in trees.items():
-            for key, command in commands_for(path, frames).items():
+            for key, command in commands_for(path, Path(tmp) / f"frames-{tree}.json").items():
                 commands[(tree, key)] = command
         timed = time_processes(commands, args.runs)
         result_trees = {
@@ -232,5 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "client":
         client_round(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "record":
+        record(Path(sys.argv[2]))
     else:
         sys.exit(main())

@@ -119,7 +119,9 @@ def simulate(
     recorder = TruthRecorder(config.dim, config.bits, value_dim,
                              keep_each=faults.any or tamper is not None or clients * config.dim <= 10**6)
 
-    shamir.warm_up()  # galois builds its field once per process; not a per-round cost
+    # galois builds its field (and, for a batch big enough to use them, compiles its JIT kernels)
+    # once per process: not a per-round cost, so not inside the server's timer.
+    shamir.warm_up(jit=clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
     server = Server(config, rng=fork(root, "server"))
     limits = client_limits or ClientLimits()
     parties = {
