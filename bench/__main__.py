@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 GRID_CLIENTS = (100, 1000)
 GRID_DIMS = (10_000, 100_000, 1_000_000)
@@ -193,14 +195,7 @@ def machine() -> dict:
     import cryptography
     from cryptography.hazmat.backends.openssl.backend import backend
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "cryptography": cryptography.__version__,
             "openssl": backend.openssl_version_text(), "platform": platform.platform()}

@@ -141,14 +141,9 @@ def commands_for(tree: Path, frames: Path) -> dict[str, tuple[list[str], dict, P
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench import cpu_model  # here, not at the top: the client process imports only secagg
+
+    model = cpu_model()
     versions = {}
     for name in ("numpy", "galois", "numba", "cryptography"):
         try:

@@ -219,12 +219,17 @@ def test_recover_many_finds_altered_shares_or_refuses(threshold, extra, data):
             assert result.reason and set(malformed[j]) <= set(result.bad) <= set(altered[j])
 
 
+def _share_sets(label: str, count: int, holders: int, threshold: int):
+    """``count`` secrets, each split t-of-``holders``; one share set of (x, share) per secret."""
+    rng = DeterministicRandom(label)
+    secrets = [rng(32) for _ in range(count)]
+    xs = list(range(1, holders + 1))
+    shares = shamir.split(secrets, xs, threshold, rng)
+    return secrets, shares, [[(x, shares[i][j]) for i, x in enumerate(xs)] for j in range(count)]
+
+
 def test_recover_many_batches_sets_with_the_same_holders():
-    rng = DeterministicRandom("recover batch")
-    secrets = [rng(32) for _ in range(40)]
-    xs = list(range(1, 13))
-    shares = shamir.split(secrets, xs, 5, rng)
-    sets = [[(x, shares[i][j]) for i, x in enumerate(xs)] for j in range(40)]
+    secrets, _, sets = _share_sets("recover batch", 40, 12, 5)
     sets[7][3] = (4, bytes(36))
     results = shamir.recover_many(sets, 5)
     assert [r.secret for r in results] == secrets
@@ -257,11 +262,7 @@ def test_coordinated_majority_is_undetectable_by_design():
 
 
 def test_recover_many_agrees_in_both_galois_modes(monkeypatch):
-    rng = DeterministicRandom("modes")
-    secrets = [rng(32) for _ in range(5)]
-    xs = list(range(1, 10))
-    shares = shamir.split(secrets, xs, 3, rng)
-    sets = [[(x, shares[i][j]) for i, x in enumerate(xs)] for j in range(5)]
+    secrets, shares, sets = _share_sets("modes", 5, 9, 3)
     sets[2][0] = (1, bytes(36))
     sets[4][8] = (9, shares[8][0])
     small = shamir.recover_many(sets, 3)

@@ -214,8 +214,7 @@ class Server:
         if self.finished or self.peers.get(client) in (None, *PEER_ENDED):
             return []
         self.peers[client] = PeerState.DROPPED
-        self._awaiting.discard(client)
-        self._forget_shares_from(client)
+        self._awaiting.discard(client)  # what it already sent stays valid
         return self._maybe_close()
 
     @property

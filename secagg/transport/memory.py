@@ -137,6 +137,7 @@ class InMemoryRouter:
 
     def _post(self, sender: int, outgoing: list[Outgoing]) -> None:
         phase = self.server.phase
+        batch = []
         for recipient, frame in outgoing:
             if self.transcript is not None:
                 direction = "server->client" if sender == SERVER else "client->server"
@@ -152,7 +153,10 @@ class InMemoryRouter:
                         self.counts["delayed"] += 1
                         self._late.append(item)
                     else:
-                        self._queue.append(item)
+                        batch.append(item)
+        # Depth first: what a delivery produced goes next, so a masked input reaches the server
+        # right after its client made it and the router never holds n vectors in flight.
+        self._queue.extendleft(reversed(batch))
 
     def _chance(self, p: float) -> bool:
         return p > 0 and self._gen.random() < p
