@@ -274,3 +274,28 @@ def test_recover_many_agrees_in_both_galois_modes(monkeypatch):
     assert shamir.reconstruct_many([s[3:6] for s in sets], 3) == secrets
     assert small == big
     assert [r.bad for r in big] == [(), (), (1,), (), (9,)]
+
+
+def test_the_numpy_consistency_check_agrees_with_galois_interpolation():
+    """shamir.consistent (the dual-code syndrome in NumPy) against galois: interpolate from the
+    first t shares, evaluate at the others, compare."""
+    import galois
+
+    GF = galois.GF(shamir.PRIME, primitive_element=2, verify=False)
+    gen = np.random.default_rng(5)
+    for threshold, m in ((1, 3), (2, 2), (3, 9), (7, 20), (19, 36)):
+        secrets, shares, sets = _share_sets(f"dual {threshold} {m}", 12, m, threshold)
+        xs = np.array([[x for x, _ in row] for row in sets], dtype=np.int64)
+        ys = np.array([[np.frombuffer(s, "<u4") for _, s in row] for row in sets], dtype=np.int64)
+        for row in range(0, 12, 2):  # alter every other set in one random chunk of one share
+            j, c = gen.integers(m), gen.integers(shamir.CHUNKS)
+            ys[row, j, c] = (ys[row, j, c] + gen.integers(1, shamir.PRIME)) % shamir.PRIME
+        expected = []
+        for row in range(12):
+            fits = True
+            for c in range(shamir.CHUNKS):
+                poly = galois.lagrange_poly(GF(xs[row, :threshold]), GF(ys[row, :threshold, c]))
+                fits &= bool(np.all(poly(GF(xs[row, threshold:])) == GF(ys[row, threshold:, c])))
+            expected.append(fits)
+        assert shamir.consistent(xs, ys, threshold).tolist() == expected
+        assert expected == [m == threshold or row % 2 == 1 for row in range(12)]

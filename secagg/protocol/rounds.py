@@ -84,9 +84,12 @@ ROUND_OF_REQUEST: dict[type[Message], int] = {r.request: i for i, r in enumerate
 ROUND_OF_RESPONSE: dict[type[Message], int] = {r.response: i for i, r in enumerate(ROUNDS)}
 
 
+_PHASE_INDEX = {p: min(i, len(ROUNDS)) for i, p in enumerate(Phase)}
+
+
 def phase_index(phase) -> int:
     """0..len(ROUNDS)-1 for a round's phase; len(ROUNDS) once the round has ended."""
-    return list(Phase).index(phase) if phase in ROUND_OF_PHASE else len(ROUNDS)
+    return _PHASE_INDEX[phase]
 
 
 # --- derived: the client's states ---------------------------------------------------------------

@@ -367,7 +367,7 @@ class Server:
         np.add(self._accumulator, msg.masked, out=self._accumulator)
         self._u3.add(sender)
         self._held[sender] = frozenset(forwarded - set(msg.complaints))
-        # The server cannot open the ciphertext; it takes the complaint at its word (SPEC 5.4).
+        # The server cannot open the ciphertext; it takes the complaint at its word (SPEC 5.1).
         return [(w, self._fault(BadShare, w, f"client {sender} reports that its share ciphertext "
                                              "does not open")) for w in msg.complaints]
 
