@@ -14,7 +14,6 @@ by label: for tests and transcript vectors only.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -130,11 +129,22 @@ def simulate(
                   encoder=recorder.wrap(c, encoders[c]), limits=limits)
         for c in config.clients
     }
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=8 * clients, unit="frame", desc="round", leave=False)  # 4 rounds, 2 ways
+        inner = tamper
+
+        def tamper(sender, recipient, frame):  # counts frames as they are posted
+            bar.update(1)
+            return [frame] if inner is None else inner(sender, recipient, frame)
+
     router = InMemoryRouter(server, parties, schedule=schedule, faults=faults,
                             announce_losses=announce_losses, tamper=tamper, transcript=transcript)
-    if progress:
-        print(f"running {config.describe()}", file=sys.stderr)
     router.run()
+    if bar is not None:
+        bar.close()
     return build_report(
         config=config, server=server, router=router, parties=parties, recorder=recorder,
         schedule=schedule, dropout=dropout, raise_on_abort=raise_on_abort, privacy=privacy,
