@@ -29,6 +29,7 @@ def run(rounds: int, seed: int) -> dict:
     outcomes: Counter[str] = Counter()
     ignored: Counter[str] = Counter()
     excluded = refused = 0
+    reasons: list[str] = []
     frames = duplicated = delayed = 0
     start = time.perf_counter()
     for i in range(rounds):
@@ -40,6 +41,7 @@ def run(rounds: int, seed: int) -> dict:
                           dropout_rate=0.3, seed=int(gen.integers(2**31)), bits=32, faults=faults)
         if report.aborted:
             outcomes["aborted"] += 1
+            reasons.append(f"n = {n}: {report.abort_reason}")
         elif report.exact:
             outcomes["exact"] += 1
         elif report.exact is None:
@@ -56,7 +58,7 @@ def run(rounds: int, seed: int) -> dict:
         "rounds": rounds, "seed": seed, "outcomes": dict(outcomes), "frames": frames,
         "duplicated": duplicated, "delayed_past_deadline": delayed,
         "ignored_by_server": dict(ignored), "clients_excluded": excluded, "client_refusals": refused,
-        "seconds": time.perf_counter() - start, "machine": platform.processor() or platform.machine(),
+        "abort_reasons": reasons, "seconds": time.perf_counter() - start, "machine": platform.processor() or platform.machine(),
     }
 
 
@@ -87,6 +89,10 @@ def main() -> int:
         + ", ".join(f"{k} {v:,}" for k, v in sorted(res["ignored_by_server"].items())) + ". "
         f"Clients excluded: {res['clients_excluded']} (the network's faults are never blamed on a "
         f"client); client refusals: {res['client_refusals']}. Run time {res['seconds']:.0f} s.",
+        "",
+        "Why the aborted rounds aborted:",
+        "",
+        *[f"- {r}" for r in res["abort_reasons"]],
     ]
     (args.out / "faults.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -56,3 +56,22 @@ def test_simulate_reports_faults_and_stays_exact():
                       faults=Faults(duplicate=0.5, reorder=True, seed=9))
     assert not report.aborted and report.exact
     assert report.ignored["duplicate"] > 0 and report.network["duplicated"] > 0
+
+
+def test_frame_fingerprints_recognise_repeats_and_differences():
+    import os
+
+    from secagg.crypto.digest import WHOLE_BYTES, FrameDigest
+
+    digest = FrameDigest(os.urandom)
+    small, big = os.urandom(1000), bytearray(os.urandom(4 * WHOLE_BYTES))
+    assert digest(small) == digest(bytes(small)) and digest(bytes(big)) == digest(bytes(big))
+    assert digest(small) != digest(small[:-1] + bytes([small[-1] ^ 1]))
+    for position in (0, 100, len(big) - 1):  # header, early payload, last byte: an equivocation
+        other = bytearray(big)
+        other[position] ^= 1
+        assert digest(bytes(other)) != digest(bytes(big))
+    middle = bytearray(big)
+    middle[len(big) // 2] ^= 1  # documented: counts as a repeat, so it is ignored, never added
+    assert digest(bytes(middle)) == digest(bytes(big))
+    assert FrameDigest(os.urandom)(small) != digest(small)  # keyed per party

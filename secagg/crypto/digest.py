@@ -1,12 +1,19 @@
-"""Frame fingerprints for at-least-once delivery: is this frame byte-identical to one accepted?
+"""Frame fingerprints for at-least-once delivery: is this frame a repeat of one accepted?
 
 A party keeps, per slot (one peer, one round), the fingerprint of the frame it accepted, never
 the frame (a server would otherwise hold n masked inputs). The fingerprint is GMAC (AES-256-GCM
-with empty plaintext, the frame as associated data) under a key drawn once per party from its
+with empty plaintext, the bytes as associated data) under a key drawn once per party from its
 random source: GHASH is a universal hash, so a peer that does not know the key finds a second
-frame with the same tag with probability about len/2^128. Tags never leave the party, so the
-fixed nonce reveals nothing. GMAC runs at AES-NI speed (0.12 ms for 4 MB here, against 1.8 ms for
-SHA-256), which matters when every masked input is fingerprinted.
+input with the same tag with probability about len/2^128. Tags never leave the party, so the
+fixed nonce reveals nothing.
+
+A frame up to ``WHOLE_BYTES`` is fingerprinted whole. A longer one (a masked input) is
+fingerprinted by its length, its first and its last ``WHOLE_BYTES // 2`` bytes: hashing all of
+it costs 78 us per 400 KB here, 70 ms of a 1,000-client server's round. So a repeat is always
+recognised, and two long frames that differ only in the middle count as a repeat: the second is
+ignored, never added, which is all an equivocating sender gains (it escapes the blame, not the
+round's rules). Every frame that differs in its header, its length or its ends is an
+equivocation.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from secagg.crypto.randomness import RandomSource
 
 _NONCE = bytes(12)
+WHOLE_BYTES = 64 * 1024
 
 
 class FrameDigest:
@@ -31,4 +39,7 @@ class FrameDigest:
         return FrameDigest(lambda _n: self._key)
 
     def __call__(self, frame: bytes) -> bytes:
+        if len(frame) > WHOLE_BYTES:
+            half = WHOLE_BYTES // 2
+            frame = len(frame).to_bytes(8, "big") + frame[:half] + frame[-half:]
         return self._gcm.encrypt(_NONCE, b"", frame)
