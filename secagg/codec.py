@@ -28,6 +28,7 @@ import numpy as np
 from secagg.config import MAX_CLIENTS, MAX_DIM, PROTOCOL_VERSION, RoundConfig
 from secagg.errors import ConfigurationError, MalformedMessage
 from secagg.crypto.kex import KEY_BYTES
+from secagg.crypto.sign import SIGNATURE_BYTES
 from secagg.crypto.shamir import SHARE_BYTES
 from secagg.messages import (
     MESSAGE_TYPES,
@@ -158,12 +159,14 @@ def _list(v, limits: Limits, what: str):
 
 
 def _config_to_wire(c: RoundConfig) -> list:
-    return [c.num_clients, c.dim, c.bits, c.degree, c.threshold, c.graph_seed, c.value_range, c.levels]
+    return [c.num_clients, c.dim, c.bits, c.degree, c.threshold, c.graph_seed, c.value_range, c.levels,
+            int(c.authenticated)]
 
 
 def _config_from_wire(v, header, limits: Limits) -> RoundConfig:
-    _expect(isinstance(v, list) and len(v) == 8, "a config of 8 fields")
-    n, dim, bits, degree, threshold, seed, value_range, levels = v
+    _expect(isinstance(v, list) and len(v) == 9, "a config of 9 fields")
+    n, dim, bits, degree, threshold, seed, value_range, levels, authenticated = v
+    _expect(authenticated in (0, 1) and type(authenticated) is int, "an authenticated flag of 0 or 1")
     for x in (n, dim, bits, degree, threshold, levels):
         _uint(x, "integer config fields")
     _bytes(seed, "a graph seed")
@@ -173,7 +176,7 @@ def _config_from_wire(v, header, limits: Limits) -> RoundConfig:
         return RoundConfig(
             session_id=header[0], round=header[1], num_clients=n, dim=dim, bits=bits,
             degree=degree, threshold=threshold, graph_seed=seed, value_range=value_range,
-            levels=levels,
+            levels=levels, authenticated=bool(authenticated),
         )
     except ConfigurationError as exc:
         raise MalformedMessage(f"the announced configuration is unusable: {exc}") from None
@@ -201,11 +204,12 @@ def _encode_fields(msg: Message) -> list:
         case AdvertiseKeysRequest():
             return [msg.recipient, _config_to_wire(msg.config)]
         case AdvertiseKeys():
-            return [msg.encryption_key, msg.mask_key]
+            return [msg.encryption_key, msg.mask_key, msg.signature]
         case ShareKeysRequest():
             keys = msg.neighbour_keys
             return [msg.recipient, [k.client for k in keys],
-                    b"".join(k.encryption_key + k.mask_key for k in keys)]
+                    b"".join(k.encryption_key + k.mask_key for k in keys),
+                    b"".join(k.signature for k in keys)]
         case ShareKeys():
             return [msg.self_mask_commitment, *_columns(msg.encrypted_shares, "ciphertext")]
         case MaskedInputRequest():
@@ -254,14 +258,18 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
         arity(2)
         return {"recipient": _uint(fields[0]), "config": _config_from_wire(fields[1], header, limits)}
     if cls is AdvertiseKeys:
-        arity(2)
-        return {"encryption_key": _bytes(fields[0]), "mask_key": _bytes(fields[1])}
-    if cls is ShareKeysRequest:
         arity(3)
+        return {"encryption_key": _bytes(fields[0]), "mask_key": _bytes(fields[1]),
+                "signature": _bytes(fields[2], "a signature")}
+    if cls is ShareKeysRequest:
+        arity(4)
         clients, blobs = records(fields[1], fields[2], "neighbour keys", 2 * KEY_BYTES)
+        signatures = [b""] * len(clients)
+        if _bytes(fields[3], "the signatures as one byte string"):
+            _, signatures = records(fields[1], fields[3], "signatures", SIGNATURE_BYTES)
         keys = tuple(
-            NeighbourKeys(client=c, encryption_key=b[:KEY_BYTES], mask_key=b[KEY_BYTES:])
-            for c, b in zip(clients, blobs)
+            NeighbourKeys(client=c, encryption_key=b[:KEY_BYTES], mask_key=b[KEY_BYTES:], signature=sig)
+            for c, b, sig in zip(clients, blobs, signatures)
         )
         return {"recipient": _uint(fields[0]), "neighbour_keys": keys}
     if cls is ShareKeys:

@@ -43,8 +43,13 @@ class RoundConfig:
     graph_seed: bytes
     value_range: float
     levels: int
+    # Authenticated mode (SPEC section 12): adverts are signed with the clients' registered
+    # identity keys, and every party checks them. A client may require it.
+    authenticated: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.authenticated, bool):
+            raise ConfigurationError(f"authenticated must be a bool, got {self.authenticated!r}")
         if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
             raise ConfigurationError(f"session_id must be {SESSION_ID_BYTES} bytes")
         if not isinstance(self.graph_seed, bytes) or len(self.graph_seed) != GRAPH_SEED_BYTES:
@@ -111,6 +116,7 @@ class RoundConfig:
         round: int = 0,
         session_id: bytes | None = None,
         graph_seed: bytes | None = None,
+        authenticated: bool = False,
         rng: RandomSource = system_random,
     ) -> RoundConfig:
         """Pick the graph and threshold with the parameter finder, then build the config.
@@ -146,10 +152,12 @@ class RoundConfig:
             graph_seed=graph_seed if graph_seed is not None else rng(GRAPH_SEED_BYTES),
             value_range=float(value_range),
             levels=EXTERNAL_ENCODING if quantizer is None else quantizer.levels,
+            authenticated=authenticated,
         )
 
     def describe(self) -> str:
         return (
             f"session {self.session_id.hex()[:8]} round {self.round}: {self.num_clients} clients, "
             f"dim {self.dim}, ring Z_2^{self.bits}, degree {self.degree}, threshold {self.threshold}"
+            + (", authenticated" if self.authenticated else "")
         )

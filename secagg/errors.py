@@ -80,6 +80,11 @@ class InvalidPublicKey(RemoteProtocolError):
     """An advertised key that is not a canonical X25519 point, or is a low-order point."""
 
 
+class BadSignature(RemoteProtocolError):
+    """A signature that does not verify under the signer's registered identity key, a missing
+    one in an authenticated round, or a signer the registry does not vouch for."""
+
+
 class BadShare(RemoteProtocolError):
     """A revealed Shamir share that does not lie on its secret's polynomial, or a share
     ciphertext that does not open: the client that made it is blamed."""

@@ -21,6 +21,7 @@ from secagg.config import RoundConfig
 from secagg.crypto.aead import TAG_BYTES
 from secagg.crypto.kdf import SESSION_ID_BYTES
 from secagg.crypto.kex import KEY_BYTES
+from secagg.crypto.sign import SIGNATURE_BYTES
 from secagg.crypto.shamir import SHARE_BYTES
 from secagg.errors import MalformedMessage
 from secagg.quantize import MAX_BITS, ring_dtype
@@ -123,12 +124,13 @@ class AdvertiseKeysRequest(Message):
 
 
 class NeighbourKeys(NamedTuple):
-    """A neighbour's two public keys. Per-peer records are NamedTuples: immutable and cheap, since
-    a round builds n * k of them."""
+    """A neighbour's two public keys, and in authenticated rounds its signature over them.
+    Per-peer records are NamedTuples: immutable and cheap, since a round builds n * k of them."""
 
     client: int
     encryption_key: bytes
     mask_key: bytes
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +150,9 @@ class ShareKeysRequest(Message):
                     and type(k.mask_key) is bytes and len(k.mask_key) == KEY_BYTES):
                 _check_bytes(self, f"encryption key of client {k.client}", k.encryption_key, KEY_BYTES)
                 _check_bytes(self, f"mask key of client {k.client}", k.mask_key, KEY_BYTES)
+        lengths = {len(k.signature) if type(k.signature) is bytes else -1 for k in self.neighbour_keys}
+        if len(lengths) > 1 or not lengths <= {0, SIGNATURE_BYTES}:
+            raise _fail(self, f"signatures must all be {SIGNATURE_BYTES} bytes or all absent")
 
 
 class EncryptedShares(NamedTuple):
@@ -215,14 +220,19 @@ class Abort(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdvertiseKeys(Message):
+    """The sender's two public keys; in authenticated rounds signed with its identity key."""
+
     TYPE: ClassVar[int] = 2
     encryption_key: bytes
     mask_key: bytes
+    signature: bytes = b""
 
     def __post_init__(self) -> None:
         Message.__post_init__(self)
         _check_bytes(self, "encryption_key", self.encryption_key, KEY_BYTES)
         _check_bytes(self, "mask_key", self.mask_key, KEY_BYTES)
+        if not isinstance(self.signature, bytes) or len(self.signature) not in (0, SIGNATURE_BYTES):
+            raise _fail(self, f"signature must be {SIGNATURE_BYTES} bytes or absent")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,13 +21,20 @@ import numpy as np
 from secagg.config import RoundConfig
 from secagg.crypto import shamir
 from secagg.crypto.randomness import DeterministicRandom, RandomSource, fork, system_random
+from secagg.crypto.sign import SigningKey
 from secagg.errors import ConfigurationError
 from secagg.protocol.client import Client, ClientLimits
 from secagg.protocol.rounds import STAGE_ORDER, Stage
 from secagg.protocol.server import Server
 from secagg.quantize import RangeEncoder
 from secagg.sim.report import SimulationReport, build_report
-from secagg.sim.scenario import DROP_STAGE_CHOICES, TruthRecorder, dropout_schedule, make_input
+from secagg.sim.scenario import (
+    DROP_STAGE_CHOICES,
+    IdentityTable,
+    TruthRecorder,
+    dropout_schedule,
+    make_input,
+)
 from secagg.transport.memory import Faults, InMemoryRouter
 
 __all__ = [
@@ -66,6 +73,7 @@ def simulate(
     announce_losses: bool = False,
     tamper=None,
     client_limits: ClientLimits | None = None,
+    authenticated: bool = False,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -82,7 +90,8 @@ def simulate(
 
     ``faults`` makes the network duplicate, delay and reorder frames; ``announce_losses`` tells
     the server of silent clients at once (``peer_lost``); ``tamper`` lets a test rewrite frames in
-    flight (see ``InMemoryRouter``).
+    flight (see ``InMemoryRouter``). ``authenticated`` runs the signed-advert mode, with an
+    identity key per client and a lookup standing in for the registry.
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -101,7 +110,7 @@ def simulate(
         adversarial_rate=adversarial_rate,
         dropout_rate=max(dropout, 0.05) if dropout_rate is None else dropout_rate,
         adversary=adversary, full_graph=full_graph, threshold=threshold,
-        rng=fork(root, "config"),
+        authenticated=authenticated, rng=fork(root, "config"),
     )
     attackers: list[int] = []
     if privacy is not None:
@@ -121,12 +130,18 @@ def simulate(
     # galois builds its field (and, for a batch big enough to use them, compiles its JIT kernels)
     # once per process: not a per-round cost, so not inside the server's timer.
     shamir.warm_up(jit=clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
-    server = Server(config, rng=fork(root, "server"))
+    signing = identities = None
+    if authenticated:
+        signing = {c: SigningKey.generate(fork(root, "client", c, "identity")) for c in config.clients}
+        identities = IdentityTable({c: key.public_key for c, key in signing.items()})
+    server = Server(config, rng=fork(root, "server"), identities=identities)
     limits = client_limits or ClientLimits()
     parties = {
         # The input is made when the round asks for it: memory O(d) per client at a time.
         c: Client(c, (lambda c=c: np.asarray(make(c))), rng=fork(root, "client", c),
-                  encoder=recorder.wrap(c, encoders[c]), limits=limits)
+                  encoder=recorder.wrap(c, encoders[c]), limits=limits,
+                  signing_key=signing and signing[c], identities=identities,
+                  require_authenticated=authenticated)
         for c in config.clients
     }
     bar = None

@@ -74,3 +74,11 @@ def test_the_checker_notices_a_changed_frame(tmp_path):
     out = subprocess.run([sys.executable, str(VECTORS / "check_transcript.py"), str(path)],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "DIFFERS" in out.stdout
+
+
+def test_the_checker_verifies_the_authenticated_transcript_too():
+    script = VECTORS / "check_transcript.py"
+    out = subprocess.run([sys.executable, str(script), str(VECTORS / "transcript_authenticated.json")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("advert signature verifies") == 5 and "DIFFERS" not in out.stdout

@@ -2,8 +2,10 @@
 """Check transcript.json independently of secagg: recompute every masked input.
 
 Uses only the standard library and pyca/cryptography, and reads the frames as bytes (no CBOR
-decoder): an AdvertiseKeys frame ends with the sender's 32-byte mask public key, and a
-MaskedInput frame ends with its packed ring vector (SPEC.md sections 6 and 7). For each client u
+decoder): an AdvertiseKeys frame ends with the sender's 32-byte mask public key and then its
+signature (an empty byte string, one byte of CBOR, or 64 bytes behind a 2-byte head in an
+authenticated round), and a MaskedInput frame ends with its packed ring vector (SPEC.md sections 6
+and 7). In an authenticated transcript it also checks every advert's Ed25519 signature. For each client u
 whose masked input is in the transcript it computes
 
     q_u = floor(v) + [U < v - floor(v)],  v = (x + R) / (2R) * L,  U = top 53 bits of PRG(rounding_key)
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -64,10 +67,24 @@ def main(path: str) -> int:
     bits, dim, levels = params["bits"], params["dim"], vec["levels"]
     session, rnd = bytes.fromhex(vec["session_id"]), vec["round"]
     modulus = 1 << bits
-    mask_keys = {f["sender"]: bytes.fromhex(f["frame"])[-32:] for f in frames if f["type"] == "AdvertiseKeys"}
+    signed = params.get("authenticated", False)
+    tail = 2 + 64 if signed else 1  # the signature field after the mask key
+    adverts = {f["sender"]: bytes.fromhex(f["frame"]) for f in frames if f["type"] == "AdvertiseKeys"}
+    mask_keys = {u: frame[-(tail + 32):-tail] for u, frame in adverts.items()}
+    failures = 0
+    for u, frame in adverts.items() if signed else ():
+        context = (b"secagg/1 sig" + bytes((6,)) + b"advert" + session + rnd.to_bytes(8, "big")
+                   + u.to_bytes(4, "big"))
+        message = context + frame[-(tail + 32 + 2 + 32):-(tail + 32 + 2)] + mask_keys[u]
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(vec["identity_keys"][str(u)]))
+        try:
+            public.verify(frame[-64:], message)
+            print(f"client {u}: advert signature verifies")
+        except Exception:  # noqa: BLE001 - any failure is a failure
+            failures += 1
+            print(f"client {u}: advert signature DOES NOT VERIFY")
     u2 = sorted(f["sender"] for f in frames if f["type"] == "ShareKeys")
     packed_bytes = -(-dim * bits // 8)
-    failures = 0
     total = [0] * dim
     for f in frames:
         if f["type"] != "MaskedInput":

@@ -35,6 +35,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
+from secagg.crypto.sign import SigningKey
 from secagg.simulate import Stage, simulate
 
 HERE = Path(__file__).parent
@@ -126,9 +127,9 @@ def codec_vectors() -> dict:
     head = dict(session_id=SESSION, round=3)
     msgs = [
         AdvertiseKeysRequest(**head, sender=0, recipient=2, config=config),
-        AdvertiseKeys(**head, sender=2, encryption_key=rng(32), mask_key=rng(32)),
+        AdvertiseKeys(**head, sender=2, encryption_key=rng(32), mask_key=rng(32), signature=rng(64)),
         ShareKeysRequest(**head, sender=0, recipient=2, neighbour_keys=(
-            NeighbourKeys(client=1, encryption_key=rng(32), mask_key=rng(32)),)),
+            NeighbourKeys(client=1, encryption_key=rng(32), mask_key=rng(32), signature=rng(64)),)),
         ShareKeys(**head, sender=2, self_mask_commitment=rng(32),
                   encrypted_shares=(EncryptedShares(peer=1, ciphertext=rng(88)),)),
         MaskedInputRequest(**head, sender=0, recipient=2, encrypted_shares=(
@@ -158,11 +159,12 @@ TRANSCRIPT_PARAMS = dict(
 )
 
 
-def run_transcript() -> tuple[list, object]:
+def run_transcript(authenticated: bool = False) -> tuple[list, object]:
     inputs = transcript_inputs()
     frames: list = []
     report = simulate(
         **TRANSCRIPT_PARAMS,
+        authenticated=authenticated,
         inputs=lambda c: np.array(inputs[c]),
         insecure_deterministic=TRANSCRIPT_LABEL,
         transcript=frames,
@@ -181,9 +183,9 @@ def client_secrets(client: int) -> dict[str, str]:
     }
 
 
-def transcript() -> dict:
-    frames, report = run_transcript()
-    params = dict(TRANSCRIPT_PARAMS)
+def transcript(authenticated: bool = False) -> dict:
+    frames, report = run_transcript(authenticated)
+    params = dict(TRANSCRIPT_PARAMS, authenticated=authenticated)
     params["schedule"] = {str(c): s.value for c, s in params["schedule"].items()}
     config = report.result.config
     return {
@@ -198,6 +200,9 @@ def transcript() -> dict:
         "levels": config.levels,
         "inputs": {str(c): v for c, v in transcript_inputs().items()},
         "secrets": {str(c): client_secrets(c) for c in range(1, 6)},
+        **({"identity_keys": {
+            str(c): SigningKey.generate(DeterministicRandom(TRANSCRIPT_LABEL).fork("client", c, "identity")).public_key.hex()
+            for c in range(1, 6)}} if authenticated else {}),
         "frames": [
             {"direction": d, "sender": s, "recipient": r,
              "type": codec.decode(f).name, "frame": f.hex()}
@@ -248,6 +253,7 @@ FILES = {
     "bitpack.json": bitpack,
     "codec.json": codec_vectors,
     "transcript.json": transcript,
+    "transcript_authenticated.json": lambda: transcript(authenticated=True),
 }
 
 

@@ -37,11 +37,13 @@ import numpy as np
 
 from secagg.codec import PRE_CONFIG_LIMITS, Limits, decode, encode
 from secagg.config import RoundConfig
-from secagg.crypto import kex, prg, shamir
+from secagg.crypto import kex, prg, shamir, sign
+from secagg.crypto.sign import SigningKey
 from secagg.crypto.digest import FrameDigest
 from secagg.crypto.kdf import PURPOSE_SELF_MASK_COMMITMENT, derive_key
 from secagg.crypto.randomness import RandomSource, fork, system_random
 from secagg.errors import (
+    BadSignature,
     ConfigurationError,
     CryptoError,
     Equivocation,
@@ -121,10 +123,18 @@ class Client:
         min_threshold: int = 2,
         encoder=None,
         limits: ClientLimits = ClientLimits(),
+        signing_key: SigningKey | None = None,
+        identities: Callable[[int], bytes] | None = None,
+        require_authenticated: bool = False,
     ) -> None:
         """``input_vector``: the update, or a zero-argument callable that makes it when the round
         needs it (a simulated client's training). ``encoder``: turns the update into a ring
-        vector (``secagg.privacy.DPEncoder``); default the round's range quantiser."""
+        vector (``secagg.privacy.DPEncoder``); default the round's range quantiser.
+
+        Authenticated rounds: ``signing_key`` is this client's registered identity key, and
+        ``identities(client) -> verify key`` the registry's view, with which it checks every
+        neighbour's signed advert. With ``require_authenticated`` it refuses a round the server
+        announces without authentication (a downgrade)."""
         if not isinstance(client_id, int) or isinstance(client_id, bool) or client_id < 1:
             raise ConfigurationError(f"client id must be a positive integer, got {client_id!r}")
         self.id = client_id
@@ -136,6 +146,9 @@ class Client:
         self.limits = limits
         self._rng = rng
         self._min_threshold = min_threshold
+        self._signing_key = signing_key
+        self._identities = identities
+        self._require_authenticated = require_authenticated
         self._raw_input = input_vector
         self._encoder = encoder if encoder is not None else RangeEncoder(fork(rng, "quantize"))
         self._digest = FrameDigest(fork(rng, "frame_digest"))
@@ -289,6 +302,12 @@ class Client:
             raise self._refuse(
                 msg, f"threshold {config.threshold} is below this client's minimum {self._min_threshold}"
             )
+        if self._require_authenticated and not config.authenticated:
+            raise self._refuse(msg, "the round is announced without authentication; this client "
+                                    "requires signed adverts")
+        if config.authenticated and (self._signing_key is None or self._identities is None):
+            raise self._local("the round is authenticated: give the client its signing_key and "
+                              "the registry's identities lookup")
         self.config = config
         try:
             if hasattr(self._encoder, "prepare"):
@@ -307,7 +326,11 @@ class Client:
         c_private, c_public = kex.generate_keypair(fork(self._rng, "encryption_key"))
         self._s_private, s_public = kex.generate_keypair(fork(self._rng, "mask_key"))
         self._c_key, self._s_key = kex.load_private(c_private), kex.load_private(self._s_private)
-        return AdvertiseKeys(**self._header(), encryption_key=c_public, mask_key=s_public)
+        signature = b""
+        if config.authenticated:
+            signature = self._signing_key.sign(keys.advert_message(config, self.id, c_public, s_public))
+        return AdvertiseKeys(**self._header(), encryption_key=c_public, mask_key=s_public,
+                             signature=signature)
 
     def _on_share_keys(self, msg: ShareKeysRequest) -> Message:
         config = self.config
@@ -326,6 +349,13 @@ class Client:
                 if fault:
                     raise self._refuse(msg, f"the server relayed client {k.client}'s {what} key, "
                                             f"which is {fault}")
+            if config.authenticated:
+                fault = advert_fault(self._identities, config, k.client, k.encryption_key,
+                                     k.mask_key, k.signature)
+                if fault:
+                    raise self._refuse(msg, f"the advert relayed for client {k.client}: {fault} "
+                                            "(a substituted key, or a server relaying a forgery)",
+                                       BadSignature)
         self._neighbour_keys = {k.client: (k.encryption_key, k.mask_key) for k in msg.neighbour_keys}
         self._self_mask_seed = fork(self._rng, "self_mask_seed")(prg.SEED_BYTES)
         shares = shamir.split(
@@ -420,10 +450,25 @@ class Client:
         )
 
 
+def advert_fault(identities: Callable[[int], bytes], config: RoundConfig, client: int,
+                 encryption_key: bytes, mask_key: bytes, signature: bytes) -> str | None:
+    """Why an authenticated advert does not stand, or None: the registry does not vouch for the
+    signer, the signature is missing, or it does not verify over (session, round, both keys)."""
+    if not signature:
+        return "its advert is not signed"
+    try:
+        verify_key = identities(client)
+    except SecAggError as exc:
+        return f"the registry does not vouch for it: {exc}"
+    if not sign.verify(verify_key, keys.advert_message(config, client, encryption_key, mask_key), signature):
+        return "its advert's signature does not verify under its registered key"
+    return None
+
+
 def self_mask_commitment(seed: bytes, config: RoundConfig, client: int) -> bytes:
     """HKDF(b_u, "self-mask-commitment", session, round, u, 0): binds b_u without revealing it."""
     return derive_key(seed, PURPOSE_SELF_MASK_COMMITMENT, session_id=config.session_id,
                       round=config.round, client_a=client, client_b=0)
 
 
-__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "self_mask_commitment"]
+__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "advert_fault", "self_mask_commitment"]

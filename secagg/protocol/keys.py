@@ -63,6 +63,15 @@ def open_shares(
     return aead.open_(key, ciphertext, ad)
 
 
+def advert_message(config, client: int, encryption_key: bytes, mask_key: bytes) -> bytes:
+    """What client ``client`` signs in an authenticated AdvertiseKeys (SPEC section 12):
+    signed_context("advert", session, round, client) || c_pk || s_pk."""
+    from secagg.crypto.sign import signed_context
+
+    return signed_context(b"advert", session_id=config.session_id, round=config.round,
+                          signer=client) + encryption_key + mask_key
+
+
 def mask_sign(owner: int, peer: int) -> int:
     """+1 if ``owner`` adds PRG(s_owner,peer) to its input, -1 if it subtracts it."""
     return 1 if owner < peer else -1

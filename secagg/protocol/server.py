@@ -33,7 +33,7 @@ wrong sum is never returned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +45,7 @@ from secagg.crypto.digest import FrameDigest
 from secagg.crypto.randomness import RandomSource, fork, system_random
 from secagg.errors import (
     BadShare,
+    BadSignature,
     ConfigurationError,
     Equivocation,
     InvalidPublicKey,
@@ -70,7 +71,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
-from secagg.protocol.client import self_mask_commitment
+from secagg.protocol.client import advert_fault, self_mask_commitment
 from secagg.protocol.masking import apply_masks
 from secagg.protocol.rounds import (
     PEER_AWAIT,
@@ -120,8 +121,14 @@ class Server:
         *,
         min_contributors: int | None = None,
         rng: RandomSource = system_random,
+        identities: Callable[[int], bytes] | None = None,
     ) -> None:
+        """``identities(client) -> its 32-byte Ed25519 verify key``, from the registry (raising
+        a ``SecAggError`` for a client it does not vouch for): required in authenticated rounds."""
         self.config = config
+        if config.authenticated and identities is None:
+            raise ConfigurationError("an authenticated round needs the registry's identities lookup")
+        self._identities = identities
         self.min_contributors = config.threshold if min_contributors is None else min_contributors
         if not 1 <= self.min_contributors <= config.num_clients:
             raise ConfigurationError(
@@ -338,8 +345,14 @@ class Server:
             fault = kex.public_key_fault(key)
             if fault:
                 raise self._fault(InvalidPublicKey, msg.sender, f"its {what} key is {fault}")
+        if self.config.authenticated:
+            fault = advert_fault(self._identities, self.config, msg.sender, msg.encryption_key,
+                                 msg.mask_key, msg.signature)
+            if fault:
+                raise self._fault(BadSignature, msg.sender, fault)
         self._advertised[msg.sender] = NeighbourKeys(
-            client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key
+            client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key,
+            signature=msg.signature,
         )
 
     def _accept_share_keys(self, msg: ShareKeys) -> None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from secagg.errors import ConfigurationError
+from secagg.errors import ConfigurationError, RemoteProtocolError
+
+
+class IdentityUnknown(RemoteProtocolError):
+    """A client id the registry does not vouch for."""
 from secagg.protocol.rounds import STAGE_ORDER, Stage
 from secagg.quantize import ring_dtype, ring_mask
 
@@ -34,6 +38,21 @@ def make_input(seed: int | None, client: int, dim: int, value_range: float) -> n
     """Test data for one client: uniform in [-R, R], reproducible from (seed, client)."""
     gen = np.random.default_rng(None if seed is None else [seed, client])
     return gen.uniform(-value_range, value_range, dim)
+
+
+class IdentityTable:
+    """The simulator's stand-in for the registry: client id -> Ed25519 verify key. An id it does
+    not hold is refused like the registry refuses it (``secagg.identity.Registry`` is the real
+    one, SQLite-backed)."""
+
+    def __init__(self, keys: dict[int, bytes]) -> None:
+        self._keys = dict(keys)
+
+    def __call__(self, client: int) -> bytes:
+        try:
+            return self._keys[client]
+        except KeyError:
+            raise IdentityUnknown(f"client {client} is not enrolled", client=client) from None
 
 
 class TruthRecorder:

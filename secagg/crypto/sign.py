@@ -1,0 +1,63 @@
+"""Ed25519 signatures (RFC 8032) over pyca/cryptography, for the authenticated protocol.
+
+Keys travel raw: a 32-byte public key, a 64-byte signature. :func:`verify` returns a bool, never
+raises for a bad signature or a malformed key, so a caller decides whom to blame. Every signed
+message starts with a fixed-width, purpose-labelled context (:func:`signed_context`), so a
+signature made for one purpose, session, round or signer can never stand for another.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from secagg.crypto.kdf import PROTOCOL_LABEL, SESSION_ID_BYTES
+from secagg.crypto.randomness import RandomSource
+
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+class SigningKey:
+    """A long-term Ed25519 identity key."""
+
+    __slots__ = ("_key", "public_key")
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def generate(cls, rng: RandomSource) -> SigningKey:
+        return cls(Ed25519PrivateKey.from_private_bytes(rng(32)))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def from_private_key(cls, key: Ed25519PrivateKey) -> SigningKey:
+        return cls(key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is ``public_key``'s Ed25519 signature of ``message``."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def signed_context(purpose: bytes, *, session_id: bytes, round: int, signer: int) -> bytes:
+    """``"secagg/1 sig" || len(purpose) || purpose || session_id || round:u64 || signer:u32``."""
+    if len(session_id) != SESSION_ID_BYTES or not 0 < len(purpose) < 256:
+        raise ValueError("a signed context needs a 16-byte session id and a 1-255 byte purpose")
+    return b"".join((PROTOCOL_LABEL, b" sig", bytes((len(purpose),)), purpose, session_id,
+                     round.to_bytes(8, "big"), signer.to_bytes(4, "big")))

@@ -1,0 +1,125 @@
+"""Authenticated rounds (SPEC section 12): signed adverts, checked by the server before it relays
+them and by every client before it derives a key. A man in the middle or a server that
+substitutes a key is caught; the faulty party is named."""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from secagg import simulate
+from secagg.codec import decode, encode
+from secagg.config import RoundConfig
+from secagg.crypto.randomness import DeterministicRandom
+from secagg.crypto.sign import SigningKey
+from secagg.errors import BadSignature, InconsistentRequest
+from secagg.messages import AdvertiseKeysRequest, NeighbourKeys
+from secagg.protocol.client import Client
+
+
+def _rewrite(kind, sender_filter, change):
+    def tamper(sender, recipient, frame):
+        msg = decode(frame)
+        if msg.name == kind and sender_filter(sender, recipient):
+            return [encode(change(msg))]
+        return [frame]
+    return tamper
+
+
+def test_an_honest_authenticated_round_is_exact_with_dropouts():
+    report = simulate(30, 200, dropout=0.2, drop_stage="mixed", seed=3, authenticated=True)
+    assert not report.aborted and report.exact and not report.excluded and not report.refusals
+
+
+@pytest.mark.parametrize("attack", ["flipped signature", "unsigned", "substituted mask key",
+                                    "substituted encryption key", "signature from another round"])
+def test_a_forged_advert_on_the_way_to_the_server_excludes_that_client(attack):
+    victim = 5
+    other_round = {}
+
+    def change(msg):
+        if attack == "flipped signature":
+            return replace(msg, signature=msg.signature[:-1] + bytes([msg.signature[-1] ^ 1]))
+        if attack == "unsigned":
+            return replace(msg, signature=b"")
+        if attack == "substituted mask key":
+            return replace(msg, mask_key=_fresh_x25519())
+        if attack == "substituted encryption key":
+            return replace(msg, encryption_key=_fresh_x25519())
+        other_round.setdefault("sig", os.urandom(64))
+        return replace(msg, signature=other_round["sig"])
+
+    report = simulate(16, 50, seed=4, dropout_rate=0.3, authenticated=True,
+                      tamper=_rewrite("AdvertiseKeys", lambda s, r: s == victim, change))
+    assert not report.aborted and report.exact
+    assert list(report.excluded) == [victim] and not report.refusals
+    assert "BadSignature" not in report.excluded[victim]  # the text names what failed
+    assert "signature" in report.excluded[victim] or "not signed" in report.excluded[victim]
+
+
+def _fresh_x25519() -> bytes:
+    from secagg.crypto import kex
+
+    return kex.generate_keypair(os.urandom)[1]
+
+
+def test_a_server_that_substitutes_a_relayed_key_is_refused_by_the_client():
+    victim_recipient = 2
+
+    def change(msg):
+        first = msg.neighbour_keys[0]
+        forged = NeighbourKeys(first.client, first.encryption_key, _fresh_x25519(), first.signature)
+        return replace(msg, neighbour_keys=(forged, *msg.neighbour_keys[1:]))
+
+    report = simulate(16, 50, seed=5, dropout_rate=0.3, authenticated=True,
+                      tamper=_rewrite("ShareKeysRequest", lambda s, r: r == victim_recipient, change))
+    assert victim_recipient in report.refusals
+    assert "signature does not verify" in report.refusals[victim_recipient]
+    assert report.aborted or report.exact  # the others finish or abort by name, never a wrong sum
+
+
+def test_a_client_requiring_authentication_refuses_a_downgraded_round():
+    config = RoundConfig.create(10, 4, dropout_rate=0.2, rng=DeterministicRandom("downgrade"))
+    assert not config.authenticated
+    frame = encode(AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1,
+                                        config=config))
+    client = Client(1, np.zeros(4), signing_key=SigningKey.generate(os.urandom),
+                    identities=lambda c: b"", require_authenticated=True)
+    with pytest.raises(InconsistentRequest, match="without authentication"):
+        client.receive(frame)
+
+
+def test_a_client_the_registry_does_not_know_is_excluded_by_name():
+    from secagg.sim import scenario
+
+    real = scenario.IdentityTable.__call__
+
+    def forgetful(self, client):
+        if client == 7:
+            raise scenario.IdentityUnknown(f"client {client} is not enrolled", client=client)
+        return real(self, client)
+
+    scenario.IdentityTable.__call__ = forgetful
+    try:
+        report = simulate(16, 50, seed=6, dropout_rate=0.3, authenticated=True)
+    finally:
+        scenario.IdentityTable.__call__ = real
+    assert list(report.excluded) == [7] and "client 7 is not enrolled" in report.excluded[7]
+    assert not report.aborted and report.exact
+
+
+def test_signed_adverts_bind_session_round_and_signer():
+    from secagg.crypto import sign
+    from secagg.protocol import keys
+
+    config = RoundConfig.create(10, 4, dropout_rate=0.2, authenticated=True, rng=DeterministicRandom("bind"))
+    key = SigningKey.generate(os.urandom)
+    c_pk, s_pk = _fresh_x25519(), _fresh_x25519()
+    signature = key.sign(keys.advert_message(config, 3, c_pk, s_pk))
+    assert sign.verify(key.public_key, keys.advert_message(config, 3, c_pk, s_pk), signature)
+    for other in (replace(config, round=1), replace(config, session_id=bytes(16))):
+        assert not sign.verify(key.public_key, keys.advert_message(other, 3, c_pk, s_pk), signature)
+    assert not sign.verify(key.public_key, keys.advert_message(config, 4, c_pk, s_pk), signature)
+    assert not sign.verify(key.public_key, keys.advert_message(config, 3, s_pk, c_pk), signature)
+    assert issubclass(BadSignature, Exception)
