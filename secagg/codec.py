@@ -44,8 +44,11 @@ from secagg.messages import (
     RevealedShare,
     ShareKeys,
     ShareKeysRequest,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
+    ConsistencyCheck,
+    ConsistencyCheckRequest,
 )
 from secagg.quantize import ring_dtype
 
@@ -76,8 +79,10 @@ class Limits:
     def for_client(cls, config: RoundConfig) -> Limits:
         """A client's limits once it accepted a round: it never receives a vector, and its largest
         frame is a per-neighbour list (or an Abort's reason)."""
-        return cls(max_frame_bytes=PRE_CONFIG_FRAME_BYTES + 128 * config.degree, max_dim=0,
-                   max_list=config.degree)
+        # An authenticated round also sends it the survivor set U3, up to n ids.
+        n = config.num_clients if config.authenticated else 0
+        return cls(max_frame_bytes=PRE_CONFIG_FRAME_BYTES + 128 * config.degree + 5 * n, max_dim=0,
+                   max_list=max(config.degree, n))
 
 
 DEFAULT_LIMITS = Limits()
@@ -217,7 +222,11 @@ def _encode_fields(msg: Message) -> list:
         case MaskedInput():
             return [list(msg.complaints), _vector_to_wire(msg.bits, msg.masked)]  # vector last
         case UnmaskRequest():
-            return [msg.recipient, list(msg.survivors), list(msg.dropped)]
+            return [msg.recipient, list(msg.survivors), list(msg.dropped), *_columns(msg.consistency, "signature")]
+        case ConsistencyCheckRequest():
+            return [msg.recipient, list(msg.survivors)]
+        case ConsistencyCheck():
+            return [msg.signature]
         case UnmaskResponse():
             return [*_columns(msg.self_mask_shares, "share"), *_columns(msg.key_shares, "share")]
         case Abort():
@@ -285,12 +294,20 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
         bits, vector = _vector_from_wire(fields[1], limits)
         return {"complaints": complaints, "bits": bits, "masked": vector}
     if cls is UnmaskRequest:
-        arity(3)
+        arity(5)
+        signers, signatures = records(fields[3], fields[4], "survivor signatures", SIGNATURE_BYTES)
         return {
             "recipient": _uint(fields[0]),
             "survivors": ids(fields[1], "survivor ids"),
             "dropped": ids(fields[2], "dropped ids"),
+            "consistency": tuple(map(SurvivorSignature, signers, signatures)),
         }
+    if cls is ConsistencyCheckRequest:
+        arity(2)
+        return {"recipient": _uint(fields[0]), "survivors": ids(fields[1], "survivor ids")}
+    if cls is ConsistencyCheck:
+        arity(1)
+        return {"signature": _bytes(fields[0], "a signature")}
     if cls is UnmaskResponse:
         arity(4)
         return {"self_mask_shares": shares(fields[0], fields[1]), "key_shares": shares(fields[2], fields[3])}

@@ -185,19 +185,44 @@ class MaskedInputRequest(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencyCheckRequest(Message):
+    """Authenticated rounds, after MaskedInput: the set U3 of clients whose input is in the sum."""
+
+    TYPE: ClassVar[int] = 7
+    FROM_SERVER: ClassVar[bool] = True
+    recipient: int
+    survivors: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        _check_ascending(self, "survivors", self.survivors)
+
+
+class SurvivorSignature(NamedTuple):
+    """One client's signature over the survivor set U3 (ConsistencyCheck)."""
+
+    peer: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnmaskRequest(Message):
-    """Round 3: which neighbours' masked inputs arrived (survivors) and which did not (dropped)."""
+    """Round 3: which neighbours' masked inputs arrived (survivors) and which did not (dropped);
+    in authenticated rounds also at least t clients' signatures over the survivor set."""
 
     TYPE: ClassVar[int] = 9
     FROM_SERVER: ClassVar[bool] = True
     recipient: int
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
+    consistency: tuple[SurvivorSignature, ...] = ()
 
     def __post_init__(self) -> None:
         Message.__post_init__(self)
         _check_ascending(self, "survivors", self.survivors)
         _check_ascending(self, "dropped", self.dropped)
+        _check_ascending(self, "consistency", tuple(s.peer for s in self.consistency))
+        _check_all_bytes(self, "survivor signature", self.consistency, SIGNATURE_BYTES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,6 +302,18 @@ class MaskedInput(Message):
             object.__setattr__(self, "masked", v)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsistencyCheck(Message):
+    """The sender's signature over (session, round, the survivor set it was sent)."""
+
+    TYPE: ClassVar[int] = 8
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        _check_bytes(self, "signature", self.signature, SIGNATURE_BYTES)
+
+
 class RevealedShare(NamedTuple):
     peer: int
     share: bytes
@@ -300,7 +337,6 @@ class UnmaskResponse(Message):
             raise _fail(self, f"reveals both secrets of peers {sorted(overlap)}")
 
 
-# Type codes 7 and 8 are reserved for ConsistencyCheckRequest / ConsistencyCheck.
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -310,6 +346,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         ShareKeys,
         MaskedInputRequest,
         MaskedInput,
+        ConsistencyCheckRequest,
+        ConsistencyCheck,
         UnmaskRequest,
         UnmaskResponse,
         Abort,

@@ -16,7 +16,8 @@ from secagg.protocol.client import Client
 from secagg.protocol.rounds import STAGE_ORDER
 from secagg.protocol.server import Server
 from secagg.quantize import RangeEncoder
-from secagg.sim.scenario import TruthRecorder
+from secagg.crypto.sign import SigningKey
+from secagg.sim.scenario import IdentityTable, TruthRecorder
 from secagg.transport.memory import Faults, InMemoryRouter
 
 
@@ -44,13 +45,19 @@ class Harness:
                  faults: Faults = Faults(), tamper=None, announce_losses: bool = False,
                  **server_kw) -> None:
         root = DeterministicRandom(label)
+        signing = identities = None
+        if config.authenticated:
+            signing = {c: SigningKey.generate(root.fork("client", c, "identity")) for c in config.clients}
+            identities = IdentityTable({c: k.public_key for c, k in signing.items()})
+            server_kw["identities"] = identities
         self.config = config
         self.inputs = inputs if inputs is not None else make_inputs(config)
         self.recorder = TruthRecorder(config.dim, config.bits, config.dim, keep_each=True)
         self.server = Server(config, rng=root.fork("server"), **server_kw)
         self.clients = {
             c: Client(c, self.inputs[c], rng=root.fork("client", c),
-                      encoder=self.recorder.wrap(c, RangeEncoder(root.fork("client", c, "quantize"))))
+                      encoder=self.recorder.wrap(c, RangeEncoder(root.fork("client", c, "quantize"))),
+                      signing_key=signing and signing[c], identities=identities)
             for c in config.clients
         }
         self.router = InMemoryRouter(

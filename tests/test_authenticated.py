@@ -123,3 +123,92 @@ def test_signed_adverts_bind_session_round_and_signer():
     assert not sign.verify(key.public_key, keys.advert_message(config, 4, c_pk, s_pk), signature)
     assert not sign.verify(key.public_key, keys.advert_message(config, 3, s_pk, c_pk), signature)
     assert issubclass(BadSignature, Exception)
+
+
+# --- ConsistencyCheck --------------------------------------------------------------------------
+
+
+def _auth_harness(label, **kw):
+    from harness import Harness, make_config
+
+    config = make_config(14, 6, dropout_rate=0.3, label=label, authenticated=True)
+    return config, Harness(config, label=label, **kw)
+
+
+def test_an_authenticated_round_runs_the_consistency_check_and_is_exact():
+    from secagg.protocol.rounds import Phase
+
+    config, h = _auth_harness("cc-honest", schedule={3: 3})  # client 3 is silent from ConsistencyCheck on
+    h.run(until=Phase.CONSISTENCY_CHECK)
+    requests = h.requests()
+    assert {type(m).__name__ for m in requests.values()} == {"ConsistencyCheckRequest"}
+    for r, m in requests.items():
+        h.router.deliver(0, r, encode(m))
+    h.run()
+    result = h.server.result()
+    assert np.array_equal(result.ring_sum, h.true_ring_sum(result.contributors))
+    assert 3 in result.contributors  # its input is in the sum; its b_3 came from its neighbours
+
+
+def test_a_split_view_of_the_survivor_set_is_refused_by_the_honest_clients():
+    """A malicious server shows client a the survivor set without u (to harvest u's key share
+    from a) and everyone else the true set. a signs what it was shown; at Unmask the t
+    signatures the server can forward are over the true set, so a refuses to reveal anything."""
+    from secagg.errors import RemoteProtocolError
+    from secagg.messages import UnmaskRequest
+    from secagg.protocol.rounds import Phase
+
+    config, h = _auth_harness("cc-split")
+    h.run(until=Phase.CONSISTENCY_CHECK)
+    requests = h.requests()
+    a = sorted(requests)[0]
+    u = next(c for c in requests[a].survivors if c != a)
+    shown = replace(requests[a], survivors=tuple(c for c in requests[a].survivors if c != u))
+    (signed_for_a,) = h.clients[a].receive(encode(shown))  # a signs the forged set; kept from the server
+    for r, m in requests.items():
+        if r != a:
+            h.router.deliver(0, r, encode(m))
+    h.run(until=Phase.UNMASK)
+    honest = next(iter(h.requests().values()))
+    assert len(honest.consistency) >= config.threshold
+    forged = UnmaskRequest(session_id=config.session_id, round=config.round, sender=0, recipient=a,
+                           survivors=(), dropped=(u,), consistency=honest.consistency)
+    with pytest.raises(RemoteProtocolError, match="survivor set"):
+        h.clients[a].receive(encode(forged))
+    assert decode(signed_for_a.frame).name == "ConsistencyCheck"
+
+
+def test_an_unmask_request_that_contradicts_the_signed_survivors_is_refused():
+    from secagg.protocol.rounds import Phase
+
+    config, h = _auth_harness("cc-contradict")
+    h.run(until=Phase.UNMASK)
+    requests = h.requests()
+    target, request = next((r, m) for r, m in requests.items() if m.survivors)
+    lie = replace(request, survivors=request.survivors[1:],
+                  dropped=tuple(sorted(set(request.dropped) | {request.survivors[0]})))
+    with pytest.raises(InconsistentRequest, match="contradicts the signed survivor set"):
+        h.clients[target].receive(encode(lie))
+
+
+def test_an_unmask_request_with_too_few_or_forged_survivor_signatures_is_refused():
+    from secagg.protocol.rounds import Phase
+
+    config, h = _auth_harness("cc-forged")
+    h.run(until=Phase.UNMASK)
+    requests = h.requests()
+    target, request = next(iter(requests.items()))
+    spare = copy_of(h.clients[target])
+    few = replace(request, consistency=request.consistency[: config.threshold - 1])
+    with pytest.raises(InconsistentRequest, match="survivor-set signatures"):
+        h.clients[target].receive(encode(few))
+    forged = request.consistency[0]._replace(signature=bytes(64))
+    bad = replace(request, consistency=(forged, *request.consistency[1:]))
+    with pytest.raises(BadSignature, match="not over the survivor set"):
+        spare.receive(encode(bad))
+
+
+def copy_of(client):
+    import copy
+
+    return copy.deepcopy(client)

@@ -103,7 +103,7 @@ def _reframe(kind, mutate):
     [
         ("AdvertiseKeys", lambda f: f.__setitem__(0, 2), "version"),
         ("AdvertiseKeys", lambda f: f.__setitem__(1, 99), "unknown message type"),
-        ("AdvertiseKeys", lambda f: f.__setitem__(1, 7), "unknown message type"),  # reserved
+        ("AdvertiseKeys", lambda f: f.__setitem__(1, 11), "unknown message type"),
         ("AdvertiseKeys", lambda f: f.__setitem__(2, b"short"), "session_id"),
         ("AdvertiseKeys", lambda f: f.__setitem__(3, -1), "round"),
         ("AdvertiseKeys", lambda f: f.__setitem__(4, 0), "direction"),

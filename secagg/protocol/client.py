@@ -58,6 +58,8 @@ from secagg.errors import (
 from secagg.messages import (
     SERVER_ID,
     Abort,
+    ConsistencyCheck,
+    ConsistencyCheckRequest,
     AdvertiseKeys,
     AdvertiseKeysRequest,
     EncryptedShares,
@@ -75,6 +77,7 @@ from secagg.protocol.masking import apply_masks
 from secagg.protocol.rounds import (
     CLIENT_AWAIT,
     CLIENT_TRANSITIONS,
+    CLIENT_TRANSITIONS_AUTHENTICATED,
     ROUND_OF_REQUEST,
     ROUNDS,
     ClientState,
@@ -159,6 +162,7 @@ class Client:
         self._self_mask_seed = b""
         self._neighbour_keys: dict[int, tuple[bytes, bytes]] = {}
         self._held_shares: dict[int, tuple[bytes, bytes]] = {}
+        self._survivors: frozenset[int] | None = None  # U3 as signed in ConsistencyCheck
         self.mask_expansions = 0  # masks expanded for this round's input (for benchmarks)
 
     # --- public API ---------------------------------------------------------------------------
@@ -262,14 +266,15 @@ class Client:
         return msg
 
     def _step(self, msg: Message, digest: bytes) -> list[Message]:
+        table = CLIENT_TRANSITIONS_AUTHENTICATED if self.config and self.config.authenticated else CLIENT_TRANSITIONS
         if isinstance(msg, Abort):
             self.abort_reason = msg.reason
-            self.state = CLIENT_TRANSITIONS[(self.state, Abort)]
+            self.state = table.get((self.state, Abort), ClientState.ABORTED)
             return []
         index = ROUND_OF_REQUEST[type(msg)]
         if index in self._answered:
             raise self._refuse(msg, f"the server sent a second, different {msg.name}", Equivocation)
-        next_state = CLIENT_TRANSITIONS.get((self.state, type(msg)))
+        next_state = table.get((self.state, type(msg)))
         if next_state is None:
             raise self._refuse(msg, f"it expected {self.phase}Request, not {msg.name}", UnexpectedMessage)
         reply = getattr(self, "_on_" + ROUNDS[index].key)(msg)
@@ -423,7 +428,42 @@ class Client:
         self._ring_input = None  # the input leaves only masked; keep no copy around
         return MaskedInput(**self._header(), complaints=tuple(complaints), bits=config.bits, masked=masked)
 
+    def _on_consistency_check(self, msg: ConsistencyCheckRequest) -> Message:
+        survivors = frozenset(msg.survivors)
+        if self.id not in survivors:
+            raise self._refuse(msg, "the survivor set leaves out this client, whose masked input was sent")
+        if len(survivors) < self.config.threshold:
+            raise self._refuse(msg, f"only {len(survivors)} survivors; threshold is {self.config.threshold}")
+        self._survivors = survivors
+        signature = self._signing_key.sign(keys.survivors_message(self.config, self.id, survivors))
+        return ConsistencyCheck(**self._header(), signature=signature)
+
+    def _check_consistency(self, msg: UnmaskRequest) -> None:
+        """Authenticated rounds: at least t clients signed the very survivor set this client
+        signed, and the request agrees with it (no survivor is called dropped, or vice versa)."""
+        config, u3 = self.config, self._survivors
+        signers = [s.peer for s in msg.consistency]
+        if len(signers) < config.threshold:
+            raise self._refuse(msg, f"it carries {len(signers)} survivor-set signatures; at least "
+                                    f"t = {config.threshold} are needed")
+        for s in msg.consistency:
+            if s.peer not in u3:
+                raise self._refuse(msg, f"client {s.peer} signed a survivor set it is not in")
+            try:
+                verify_key = self._identities(s.peer)
+            except SecAggError as exc:
+                raise self._refuse(msg, f"the registry does not vouch for signer {s.peer}: {exc}",
+                                   BadSignature) from None
+            if not sign.verify(verify_key, keys.survivors_message(config, s.peer, u3), s.signature):
+                raise self._refuse(msg, f"client {s.peer}'s signature is not over the survivor set "
+                                        "this client signed (a split view)", BadSignature)
+        lies = sorted(set(msg.dropped) & u3) + sorted(set(msg.survivors) - u3)
+        if lies:
+            raise self._refuse(msg, f"it contradicts the signed survivor set about clients {lies}")
+
     def _on_unmask(self, msg: UnmaskRequest) -> Message:
+        if self.config.authenticated:
+            self._check_consistency(msg)
         survivors, dropped = set(msg.survivors), set(msg.dropped)
         both = sorted(survivors & dropped)
         if both:

@@ -72,6 +72,16 @@ def advert_message(config, client: int, encryption_key: bytes, mask_key: bytes) 
                           signer=client) + encryption_key + mask_key
 
 
+def survivors_message(config, client: int, survivors) -> bytes:
+    """What client ``client`` signs in ConsistencyCheck: signed_context("survivors", session,
+    round, client) || count:u32 || each survivor id:u32, ascending."""
+    from secagg.crypto.sign import signed_context
+
+    ids = sorted(survivors)
+    return (signed_context(b"survivors", session_id=config.session_id, round=config.round, signer=client)
+            + len(ids).to_bytes(4, "big") + b"".join(c.to_bytes(4, "big") for c in ids))
+
+
 def mask_sign(owner: int, peer: int) -> int:
     """+1 if ``owner`` adds PRG(s_owner,peer) to its input, -1 if it subtracts it."""
     return 1 if owner < peer else -1

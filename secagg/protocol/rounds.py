@@ -23,6 +23,8 @@ from enum import Enum
 
 from secagg.messages import (
     Abort,
+    ConsistencyCheck,
+    ConsistencyCheckRequest,
     AdvertiseKeys,
     AdvertiseKeysRequest,
     MaskedInput,
@@ -49,14 +51,22 @@ class RoundSpec:
     request: type[Message]
     response: type[Message]
     prunes: bool
+    authenticated_only: bool = False
 
 
 ROUNDS: tuple[RoundSpec, ...] = (
     RoundSpec("AdvertiseKeys", "advertise_keys", "advertise", AdvertiseKeysRequest, AdvertiseKeys, True),
     RoundSpec("ShareKeys", "share_keys", "share", ShareKeysRequest, ShareKeys, True),
     RoundSpec("MaskedInput", "masked_input", "masked", MaskedInputRequest, MaskedInput, False),
+    RoundSpec("ConsistencyCheck", "consistency_check", "consistency", ConsistencyCheckRequest,
+              ConsistencyCheck, False, authenticated_only=True),
     RoundSpec("Unmask", "unmask", "unmask", UnmaskRequest, UnmaskResponse, False),
 )
+
+
+def round_table(authenticated: bool) -> tuple[RoundSpec, ...]:
+    """The rounds a round of this mode runs, in order."""
+    return tuple(r for r in ROUNDS if authenticated or not r.authenticated_only)
 
 
 def _snake(name: str) -> str:
@@ -104,13 +114,22 @@ ClientState = Enum(  # type: ignore[misc]
 ClientState.__doc__ = "A client waits for each round's request in turn; Done, Aborted, Error end it."
 
 CLIENT_AWAIT: list = list(ClientState)[: len(ROUNDS)]
-CLIENT_TRANSITIONS: dict[tuple, object] = {}
-for _i, _r in enumerate(ROUNDS):
-    _next = CLIENT_AWAIT[_i + 1] if _i + 1 < len(ROUNDS) else ClientState.DONE
-    CLIENT_TRANSITIONS[(CLIENT_AWAIT[_i], _r.request)] = _next
-for _s in [*CLIENT_AWAIT, ClientState.DONE]:
-    # A client that sent everything still learns that the round produced no aggregate.
-    CLIENT_TRANSITIONS[(_s, Abort)] = ClientState.ABORTED
+
+
+def client_transitions(rounds: tuple[RoundSpec, ...]) -> dict[tuple, object]:
+    """The client's table for one mode: it waits for each of ``rounds``' requests in turn."""
+    table: dict[tuple, object] = {}
+    awaits = [CLIENT_AWAIT[ROUNDS.index(r)] for r in rounds]
+    for i, r in enumerate(rounds):
+        table[(awaits[i], r.request)] = awaits[i + 1] if i + 1 < len(rounds) else ClientState.DONE
+    for state in [*awaits, ClientState.DONE]:
+        # A client that sent everything still learns that the round produced no aggregate.
+        table[(state, Abort)] = ClientState.ABORTED
+    return table
+
+
+CLIENT_TRANSITIONS = client_transitions(round_table(False))
+CLIENT_TRANSITIONS_AUTHENTICATED = client_transitions(round_table(True))
 
 
 # --- derived: the server's view of one client ---------------------------------------------------
@@ -142,36 +161,57 @@ SERVER_TRANSITIONS: dict[tuple, object] = {
     (PEER_AWAIT[i], r.response): PEER_SENT[i] for i, r in enumerate(ROUNDS)
 }
 
-# At the close of a phase, a client that answered moves on and one that did not has dropped.
-PHASE_CLOSE: dict = {
-    Phase(r.name): (
-        PEER_SENT[i],
-        PEER_AWAIT[i + 1] if i + 1 < len(ROUNDS) else PEER_SENT[i],
-        Phase(ROUNDS[i + 1].name) if i + 1 < len(ROUNDS) else Phase.COMPLETED,
-    )
-    for i, r in enumerate(ROUNDS)
-}
+
+def phase_close(rounds: tuple[RoundSpec, ...]) -> dict:
+    """phase -> (state of those who answered, state they await next, next phase), for one mode.
+    At the close of a phase, a client that answered moves on and one that did not has dropped."""
+    table = {}
+    for i, r in enumerate(rounds):
+        g = ROUNDS.index(r)
+        nxt = rounds[i + 1] if i + 1 < len(rounds) else None
+        table[Phase(r.name)] = (
+            PEER_SENT[g],
+            PEER_AWAIT[ROUNDS.index(nxt)] if nxt else PEER_SENT[g],
+            Phase(nxt.name) if nxt else Phase.COMPLETED,
+        )
+    return table
+
+
+PHASE_CLOSE = phase_close(round_table(False))
+PHASE_CLOSE_AUTHENTICATED = phase_close(round_table(True))
 
 
 def state_diagram() -> str:
-    """The state diagrams of SPEC.md section 8, drawn from the table."""
-    lines = ["Server phases:", "    " + " -> ".join(p.value for p in Phase if p is not Phase.ABORTED)]
-    lines.append("    any phase -> Aborted (too few clients left, or a secret that cannot be recovered)")
+    """The state diagrams of SPEC.md section 8, drawn from the table (both modes)."""
+    plain, auth = round_table(False), round_table(True)
+    lines = ["Server phases:",
+             "    " + " -> ".join([r.name for r in plain] + ["Completed"]),
+             "    authenticated: " + " -> ".join([r.name for r in auth] + ["Completed"]),
+             "    any phase -> Aborted (too few clients left, or a secret that cannot be recovered)"]
     lines += ["", "Client (one round):"]
-    for (state, msg), nxt in CLIENT_TRANSITIONS.items():
-        if msg is Abort:
-            continue
-        reply = ROUNDS[ROUND_OF_REQUEST[msg]].response.__name__
-        lines.append(f"    {state.value:<28} --{msg.__name__} / {reply}--> {nxt.value}")
-    lines.append(f"    {'any but Aborted, Error':<28} --Abort--> Aborted")
-    lines.append(f"    {'any but Done, Aborted':<28} --refused request--> Error")
+    seen = set()
+    for mode, table in (("", CLIENT_TRANSITIONS), (" (authenticated)", CLIENT_TRANSITIONS_AUTHENTICATED)):
+        for (state, msg), nxt in table.items():
+            if msg is Abort or (state, msg, nxt) in seen:
+                continue
+            seen.add((state, msg, nxt))
+            reply = ROUNDS[ROUND_OF_REQUEST[msg]].response.__name__
+            tag = mode if (state, msg) not in CLIENT_TRANSITIONS or CLIENT_TRANSITIONS[(state, msg)] is not nxt else ""
+            lines.append(f"    {state.value:<32} --{msg.__name__} / {reply}--> {nxt.value}{tag}")
+    lines.append(f"    {'any but Aborted, Error':<32} --Abort--> Aborted")
+    lines.append(f"    {'any but Done, Aborted':<32} --refused request--> Error")
     lines += ["", "Server's view of one client:"]
     for i, r in enumerate(ROUNDS):
-        sent, awaited, nxt = PHASE_CLOSE[Phase(r.name)]
-        lines.append(f"    {PEER_AWAIT[i].value:<22} --{r.response.__name__}--> {PEER_SENT[i].value}")
-        if nxt is not Phase.COMPLETED:
-            lines.append(f"    {sent.value:<22} --close {r.name}--> {awaited.value}")
-    lines.append(f"    {'Await*':<22} --close, silent / peer_lost--> Dropped")
-    lines.append(f"    {'Sent* (pruning rounds)':<22} --fewer than t live neighbours--> Pruned")
-    lines.append(f"    {'any live state':<22} --fault, blamed on the sender--> Excluded")
+        tag = " (authenticated)" if r.authenticated_only else ""
+        lines.append(f"    {PEER_AWAIT[i].value:<26} --{r.response.__name__}--> {PEER_SENT[i].value}{tag}")
+        for mode, close in (("", PHASE_CLOSE), (" (authenticated)", PHASE_CLOSE_AUTHENTICATED)):
+            entry = close.get(Phase(r.name))
+            if entry is None or entry[2] is Phase.COMPLETED:
+                continue
+            if mode and PHASE_CLOSE.get(Phase(r.name)) == entry:
+                continue
+            lines.append(f"    {entry[0].value:<26} --close {r.name}--> {entry[1].value}{mode or tag}")
+    lines.append(f"    {'Await*':<26} --close, silent / peer_lost--> Dropped")
+    lines.append(f"    {'Sent* (pruning rounds)':<26} --fewer than t live neighbours--> Pruned")
+    lines.append(f"    {'any live state':<26} --fault, blamed on the sender--> Excluded")
     return "\n".join(lines)

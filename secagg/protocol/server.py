@@ -40,7 +40,7 @@ import numpy as np
 
 from secagg.codec import Limits, decode, encode
 from secagg.config import RoundConfig
-from secagg.crypto import kex, shamir
+from secagg.crypto import kex, shamir, sign
 from secagg.crypto.digest import FrameDigest
 from secagg.crypto.randomness import RandomSource, fork, system_random
 from secagg.errors import (
@@ -60,6 +60,8 @@ from secagg.messages import (
     Abort,
     AdvertiseKeys,
     AdvertiseKeysRequest,
+    ConsistencyCheck,
+    ConsistencyCheckRequest,
     EncryptedShares,
     MaskedInput,
     MaskedInputRequest,
@@ -67,6 +69,7 @@ from secagg.messages import (
     NeighbourKeys,
     ShareKeys,
     ShareKeysRequest,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -78,6 +81,7 @@ from secagg.protocol.rounds import (
     PEER_ENDED,
     PEER_SENT,
     PHASE_CLOSE,
+    PHASE_CLOSE_AUTHENTICATED,
     ROUND_OF_PHASE,
     ROUND_OF_RESPONSE,
     ROUNDS,
@@ -129,6 +133,9 @@ class Server:
         if config.authenticated and identities is None:
             raise ConfigurationError("an authenticated round needs the registry's identities lookup")
         self._identities = identities
+        self._phase_close = PHASE_CLOSE_AUTHENTICATED if config.authenticated else PHASE_CLOSE
+        self._survivor_signatures: dict[int, bytes] = {}
+        self._signed_survivors: frozenset[int] = frozenset()
         self.min_contributors = config.threshold if min_contributors is None else min_contributors
         if not 1 <= self.min_contributors <= config.num_clients:
             raise ConfigurationError(
@@ -279,6 +286,8 @@ class Server:
         index = ROUND_OF_RESPONSE.get(type(msg))
         if index is None:
             raise self._fault(UnexpectedMessage, sender, f"sent {msg.name}, which only the server sends")
+        if Phase(ROUNDS[index].name) not in self._phase_close:
+            raise self._fault(UnexpectedMessage, sender, f"sent {msg.name}, which this round does not have")
         current = phase_index(self.phase)
         if index > current:
             raise self._fault(UnexpectedMessage, sender,
@@ -384,6 +393,12 @@ class Server:
         return [(w, self._fault(BadShare, w, f"client {sender} reports that its share ciphertext "
                                              "does not open")) for w in msg.complaints]
 
+    def _accept_consistency_check(self, msg: ConsistencyCheck) -> None:
+        message = keys.survivors_message(self.config, msg.sender, self._signed_survivors)
+        if not sign.verify(self._identities(msg.sender), message, msg.signature):
+            raise self._fault(BadSignature, msg.sender, "its signature is not over the survivor set it was sent")
+        self._survivor_signatures[msg.sender] = msg.signature
+
     def _accept_unmask(self, msg: UnmaskResponse) -> None:
         request = self._requests.get(msg.sender)
         got_self = tuple(s.peer for s in msg.self_mask_shares)
@@ -402,7 +417,7 @@ class Server:
 
     def _close(self) -> list[Outgoing]:
         closing = self.phase
-        sent, awaited_next, next_phase = PHASE_CLOSE[closing]
+        sent, awaited_next, next_phase = self._phase_close[closing]
         out = getattr(self, "_close_" + ROUND_OF_PHASE[closing].key)()
         if self.finished:
             return out
@@ -419,7 +434,8 @@ class Server:
                              f"{closing.value}; this client's secrets could not be recovered")
                 for c in pruned
             )
-        contributors = len(self._u3) if closing is Phase.MASKED_INPUT else len(members)
+        in_sum = closing in (Phase.MASKED_INPUT, Phase.CONSISTENCY_CHECK)
+        contributors = len(self._u3) if in_sum else len(members)
         if next_phase is not Phase.COMPLETED and contributors < self.min_contributors:
             return out + self._abort(
                 f"only {contributors} clients remain after {closing.value}; "
@@ -439,6 +455,15 @@ class Server:
 
     def _close_masked_input(self) -> list[Outgoing]:
         return []
+
+    def _close_consistency_check(self) -> list[Outgoing]:
+        return []
+
+    def _open_consistency_check(self, members: set[int]) -> list[Outgoing]:
+        self._signed_survivors = frozenset(self._u3)
+        survivors = tuple(sorted(self._u3))
+        return self._send(ConsistencyCheckRequest(**self._header(), recipient=c, survivors=survivors)
+                          for c in sorted(members))
 
     def _close_unmask(self) -> list[Outgoing]:
         return self._finish()
@@ -485,12 +510,20 @@ class Server:
                 "their shares", unrecoverable=short,
             )
         u3 = self._u3
+        consistency: tuple[SurvivorSignature, ...] = ()
+        if self.config.authenticated:
+            signed = sorted(c for c in self._survivor_signatures if c in members)
+            if len(signed) < t:
+                return self._abort(f"only {len(signed)} clients signed the survivor set; at least "
+                                   f"t = {t} are needed")
+            consistency = tuple(SurvivorSignature(c, self._survivor_signatures[c]) for c in signed[:t])
         self._requests = {
             v: UnmaskRequest(
                 **self._header(), recipient=v,
                 survivors=tuple(u for u in self._live_neighbours(v, u3) if u in self._held[v]),
                 dropped=tuple(u for u in self._live_neighbours(v, self._u2)
                               if u not in u3 and u in self._held[v]),
+                consistency=consistency,
             )
             for v in sorted(members)
         }
