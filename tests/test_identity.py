@@ -130,6 +130,8 @@ def test_certificate_for_another_id_is_refused(ca):
     _, cert = issue(ca, 17)
     err = _refusal(cert, ca.certificate, "mismatched", client=18, at=NOW, client_id=18)
     assert "names client 17, not 18" in str(err)
+    with pytest.raises(ConfigurationError, match="0 is the server"):
+        ca.issue_client_certificate(0, Ed25519PrivateKey.generate().public_key(), valid_days=1)
 
 
 def test_common_name_and_uri_that_disagree_are_refused(ca):
@@ -303,7 +305,7 @@ def test_sybil_limit_minimum_declared_examples(ca):
 def test_verify_key_checks_validity_and_catches_an_edited_file(tmp_path, ca):
     path = tmp_path / "registry.db"
     registry = Registry(path, ca_certificate=ca.certificate, limits=LOOSE)
-    ids = {c: issue(ca, c, days=10) for c in range(5)}
+    ids = {c: issue(ca, c, days=10) for c in range(1, 6)}
     for c, (_, cert) in ids.items():
         registry.enroll(c, cert, token=f"t{c}", declared_examples=5, now=NOW)
     later = NOW + dt.timedelta(days=11)
@@ -324,18 +326,18 @@ def test_verify_key_checks_validity_and_catches_an_edited_file(tmp_path, ca):
     with pytest.raises(IdentityError) as info:
         reader.verify_key(4, now=later)
     assert info.value.reason == "expired"
-    assert reader.enrolled(range(10), now=NOW) == {c: ids[c][0].public_key_bytes for c in (0, 1, 2, 4)}
+    assert reader.enrolled(range(1, 10), now=NOW) == {c: ids[c][0].public_key_bytes for c in (1, 2, 4, 5)}
 
 
 def test_enrolled_is_a_bulk_lookup(ca):
     registry = Registry(":memory:", ca_certificate=ca.certificate, limits=LOOSE)
     identities = {}
-    for c in range(20):
+    for c in range(1, 21):
         identities[c], cert = issue(ca, c)
         registry.enroll(c, cert, token=f"t{c}", declared_examples=5, now=NOW)
     registry.revoke(7, "compromised", now=NOW)
-    found = registry.enrolled([*range(0, 30, 2), 7], now=NOW)
-    assert found == {c: identities[c].public_key_bytes for c in range(0, 20, 2)}
+    found = registry.enrolled([*range(2, 30, 2), 7], now=NOW)
+    assert found == {c: identities[c].public_key_bytes for c in range(2, 21, 2)}
     assert registry.enrolled([], now=NOW) == {}
 
 

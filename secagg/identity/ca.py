@@ -37,7 +37,7 @@ from secagg.errors import ConfigurationError, IdentityError
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
 CLIENT_URI_PREFIX = "urn:secagg:client:"
-# Client ids are unsigned 32-bit on the wire (spec section 1).
+# Client ids are 1..2^32 - 1 on the wire; 0 is the server (spec section 1, secagg.messages).
 MAX_CLIENT_ID = 2**32 - 1
 
 
@@ -109,12 +109,13 @@ def _parse_id(text: str | None) -> int | None:
     if text is None or not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
         return None
     value = int(text)
-    return value if value <= MAX_CLIENT_ID else None
+    return value if 1 <= value <= MAX_CLIENT_ID else None
 
 
 def _check_id(client_id: int) -> None:
-    if isinstance(client_id, bool) or not isinstance(client_id, int) or not 0 <= client_id <= MAX_CLIENT_ID:
-        raise ConfigurationError(f"client id must be an integer in [0, {MAX_CLIENT_ID}], got {client_id!r}")
+    if isinstance(client_id, bool) or not isinstance(client_id, int) or not 1 <= client_id <= MAX_CLIENT_ID:
+        raise ConfigurationError(f"client id must be an integer in [1, {MAX_CLIENT_ID}] (0 is the "
+                                 f"server), got {client_id!r}")
 
 
 def as_public_key(key: Ed25519PublicKey | bytes) -> Ed25519PublicKey:

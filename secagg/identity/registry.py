@@ -54,7 +54,7 @@ CREATE TABLE meta (
 );
 CREATE TABLE enrolments (
     enrolment_id      INTEGER PRIMARY KEY,
-    client_id         INTEGER NOT NULL CHECK (client_id >= 0),
+    client_id         INTEGER NOT NULL CHECK (client_id >= 1),
     public_key        BLOB NOT NULL CHECK (length(public_key) = 32),
     certificate       BLOB NOT NULL,          -- DER
     not_before        REAL NOT NULL,          -- POSIX seconds, from the certificate
