@@ -66,6 +66,7 @@ CREATE TABLE enrolments (
     revoke_reason     TEXT
 );
 CREATE UNIQUE INDEX enrolments_one_active ON enrolments (client_id) WHERE revoked_at IS NULL;
+CREATE INDEX enrolments_by_client ON enrolments (client_id, enrolment_id);
 CREATE INDEX enrolments_by_token ON enrolments (token_sha256);
 CREATE INDEX enrolments_by_time ON enrolments (enrolled_at);
 CREATE INDEX enrolments_by_key ON enrolments (public_key);
