@@ -426,3 +426,17 @@ def test_cli_ca_init_enroll_revoke(tmp_path):
         reader.verify_key(5)
     again = _secagg("revoke", "--registry", "reg.db", "--id", "5", "--reason", "lost", cwd=tmp_path)
     assert again.returncode == 2 and "client 5" in again.stderr
+
+
+def test_registry_refuses_a_file_it_does_not_know(tmp_path, ca):
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(RegistryError, match="not a secagg registry"):
+        Registry(foreign, ca_certificate=ca.certificate)
+    future = tmp_path / "future.db"
+    Registry(future, ca_certificate=ca.certificate).close()
+    with sqlite3.connect(future) as db:
+        db.execute("PRAGMA user_version = 2")
+    with pytest.raises(RegistryError, match="schema version 2"):
+        Registry.open_read_only(future)
