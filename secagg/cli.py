@@ -1,4 +1,5 @@
-"""The ``secagg`` command line: ``simulate`` runs a round in process, ``params`` picks (k, t).
+"""The ``secagg`` command line: ``simulate`` runs a round in process, ``params`` picks (k, t);
+``ca init``, ``enroll`` and ``revoke`` manage identities (``secagg.identity.cli``).
 
 Exit codes: 0 success; 2 a usage, configuration or input error (the cause is printed); 3 the
 round aborted (only a real ``RoundAborted``: the reason is printed, and with ``--json`` it is in
@@ -14,6 +15,7 @@ import json
 import sys
 
 from secagg.errors import ConfigurationError, RoundAborted, SecAggError
+from secagg.identity import cli as identity_cli
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
 from secagg.simulate import DROP_STAGE_CHOICES, simulate
 
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--full-graph", action="store_true")
     par.add_argument("--threshold", type=int, default=None, help="required with --full-graph")
     par.add_argument("--json", action="store_true")
+    identity_cli.add_subcommands(sub)
     return parser
 
 
@@ -275,7 +278,8 @@ def cmd_params(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"simulate": cmd_simulate, "params": cmd_params, "privacy": cmd_privacy}[args.command](args)
+        return {"simulate": cmd_simulate, "params": cmd_params, "privacy": cmd_privacy,
+                **identity_cli.COMMANDS}[args.command](args)
     except ConfigurationError as exc:
         print(f"secagg {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -56,6 +56,21 @@ class PrivacyBudgetExhausted(LocalProtocolError):
     """Taking part in this round would exceed the client's privacy budget; it sends nothing."""
 
 
+class RegistryError(LocalProtocolError):
+    """The client registry was misused: a write through a read-only handle, an unknown client
+    revoked, a file whose schema version or CA this code does not recognise."""
+
+
+class EnrolmentRefused(RegistryError):
+    """The registry refused to enrol a client: an enrolment limit (per token, per time window,
+    minimum declared examples), a client id already bound to another key, or a certificate that
+    does not verify. ``reason`` names the rule in a few words."""
+
+    def __init__(self, message: str, *, client: int | None = None, reason: str) -> None:
+        super().__init__(message, client=client)
+        self.reason = reason
+
+
 class RemoteProtocolError(SecAggError):
     """A peer sent something the protocol does not allow."""
 
@@ -88,6 +103,21 @@ class BadSignature(RemoteProtocolError):
 class BadShare(RemoteProtocolError):
     """A revealed Shamir share that does not lie on its secret's polynomial, or a share
     ciphertext that does not open: the client that made it is blamed."""
+
+
+class IdentityError(RemoteProtocolError):
+    """A client's identity does not check out: its certificate is malformed, not issued by the
+    deployment's CA, expired or not yet valid, or names another client; or the registry does not
+    hold a usable key for it (unknown, revoked, expired, mismatched). ``reason`` is one of
+    ``IDENTITY_REASONS``; the message names the client and what failed."""
+
+    def __init__(self, message: str, *, client: int | None = None, reason: str) -> None:
+        super().__init__(message, client=client)
+        self.reason = reason
+
+
+IDENTITY_REASONS = ("malformed", "untrusted", "expired", "not yet valid", "mismatched", "unknown",
+                    "revoked")
 
 
 class CryptoError(SecAggError):
