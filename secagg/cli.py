@@ -13,6 +13,7 @@ import math
 import json
 import sys
 
+from secagg import model_signing
 from secagg.errors import ConfigurationError, RoundAborted, SecAggError
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
 from secagg.simulate import DROP_STAGE_CHOICES, simulate
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--full-graph", action="store_true")
     par.add_argument("--threshold", type=int, default=None, help="required with --full-graph")
     par.add_argument("--json", action="store_true")
+
+    model_signing.add_subcommands(sub)
     return parser
 
 
@@ -275,6 +278,8 @@ def cmd_params(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "handler"):  # subcommands registered by other modules
+            return args.handler(args)
         return {"simulate": cmd_simulate, "params": cmd_params, "privacy": cmd_privacy}[args.command](args)
     except ConfigurationError as exc:
         print(f"secagg {args.command}: {exc}", file=sys.stderr)
