@@ -222,6 +222,27 @@ def _canonical_array(name: str, value) -> tuple[str, np.ndarray]:
     return little.str, np.ascontiguousarray(value, dtype=little)
 
 
+def _encoding(arrays, round: int, model_id: str):
+    """The pieces of SPEC 13.1's encoding, in order (an array's values as a view, never copied
+    again once in canonical form)."""
+    round = _check_round(round)
+    encoded_id = _check_model_id(model_id)
+    kind, items = _named_arrays(arrays)
+    yield _lp(DIGEST_MAGIC) + bytes([DIGEST_VERSION])
+    yield _lp(encoded_id) + _u64(round) + bytes([kind]) + _u64(len(items))
+    for name, value in items:
+        dtype_str, array = _canonical_array(name, value)
+        yield _lp(name.encode("utf-8")) + _lp(dtype_str.encode("ascii"))
+        yield _u64(array.ndim) + b"".join(_u64(n) for n in array.shape) + _u64(array.nbytes)
+        if array.nbytes:
+            yield array.reshape(-1).view(np.uint8).data
+
+
+def canonical_encoding(arrays, *, round: int, model_id: str) -> bytes:
+    """The bytes ``canonical_digest`` hashes (for test vectors and other implementations)."""
+    return b"".join(bytes(piece) for piece in _encoding(arrays, round, model_id))
+
+
 def canonical_digest(arrays, *, round: int, model_id: str) -> bytes:
     """SHA-256 of the model's canonical encoding (SPEC section 13.1).
 
@@ -230,19 +251,9 @@ def canonical_digest(arrays, *, round: int, model_id: str) -> bytes:
     memory layout they are held in; any change of a value, dtype, shape, name, order, round or
     model id changes it.
     """
-    round = _check_round(round)
-    encoded_id = _check_model_id(model_id)
-    kind, items = _named_arrays(arrays)
     h = hashlib.sha256()
-    h.update(_lp(DIGEST_MAGIC) + bytes([DIGEST_VERSION]))
-    h.update(_lp(encoded_id) + _u64(round) + bytes([kind]) + _u64(len(items)))
-    for name, value in items:
-        dtype_str, array = _canonical_array(name, value)
-        h.update(_lp(name.encode("utf-8")) + _lp(dtype_str.encode("ascii")))
-        h.update(_u64(array.ndim) + b"".join(_u64(n) for n in array.shape))
-        h.update(_u64(array.nbytes))
-        if array.nbytes:
-            h.update(array.reshape(-1).view(np.uint8).data)
+    for piece in _encoding(arrays, round, model_id):
+        h.update(piece)
     return h.digest()
 
 

@@ -82,6 +82,41 @@ def test_digest_is_independent_of_byte_order_and_layout():
     assert canonical_digest([a], round=1, model_id="n") != d
 
 
+def test_model_signature_vectors():
+    import hashlib
+
+    from conftest import load_vectors
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from secagg.model_signing import canonical_encoding
+
+    v = load_vectors("model_signature.json")
+    key = operator_key_from_seed(bytes.fromhex(v["operator_seed"]))
+    public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(v["operator_public_key"]))
+    assert key.public_key() == public
+    for case in v["vectors"]:
+        arrays = [np.array(a["values"], dtype=a["dtype"]).reshape(a["shape"]) for a in case["arrays"]]
+        if case["form"] == "dict":
+            arrays = {a["name"]: x for a, x in zip(case["arrays"], arrays)}
+        encoding = canonical_encoding(arrays, round=case["round"], model_id=case["model_id"])
+        assert encoding.hex() == case["encoding"]
+        assert hashlib.sha256(encoding).hexdigest() == case["digest"]
+        signed = sign_model(arrays, case["round"], case["model_id"], key)  # Ed25519 is deterministic
+        assert signed.signature.hex() == case["signature"]
+        assert signed.to_bytes().hex() == case["record"]
+        verify_model(arrays, bytes.fromhex(case["record"]), public, expected_round=case["round"])
+
+
+def test_directory_signing_without_model_signing_says_how_to_install(tmp_path, monkeypatch):
+    from secagg.errors import SigningUnavailable
+
+    for name in [m for m in sys.modules if m == "model_signing" or m.startswith("model_signing.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "model_signing", None)
+    with pytest.raises(SigningUnavailable, match=r"secagg\[signing\]"):
+        sign_directory(tmp_path, tmp_path / "k.pem", tmp_path / "s.sig")
+
+
 def test_digest_known_answer():
     # Recomputed by hand from SPEC section 13.1 for one float32 array [1.0] named "w".
     import hashlib
