@@ -449,8 +449,9 @@ def sign_directory(path, private_key_path, signature_path, *, round: int | None 
     """Sign every file under ``path`` with the EC (P-256) operator key via model-signing.
 
     With ``round`` and ``model_id`` (both or neither), first writes ``BINDING_FILE`` into the
-    directory so that the signed manifest covers them. A signature file inside the directory is
-    left out of the manifest.
+    directory so that the signed manifest covers them. A signature file inside the directory and
+    git files (``.git/``, ``.gitignore``, ``.gitattributes``, ``.github/``) are left out of the
+    manifest, as model-signing's own verifier expects.
     """
     ms = _model_signing()
     path, signature_path = Path(path), Path(signature_path)
@@ -464,7 +465,9 @@ def sign_directory(path, private_key_path, signature_path, *, round: int | None 
                                  "model_id, or remove the file, so that the signature does not bind a stale round")
     if round is not None:
         (path / BINDING_FILE).write_bytes(_binding_bytes(_check_model_id(model_id).decode(), _check_round(round)))
-    hashing = ms.hashing.Config().set_ignored_paths(paths=_ignored(path, signature_path), ignore_git_paths=False)
+    # model-signing's verifier rebuilds its hashing settings from the manifest and always leaves
+    # git files (.git/, .gitignore, .gitattributes, .github/) out, so signing must too.
+    hashing = ms.hashing.Config().set_ignored_paths(paths=_ignored(path, signature_path), ignore_git_paths=True)
     try:
         ms.signing.Config().use_elliptic_key_signer(private_key=str(private_key_path)).set_hashing_config(
             hashing).sign(path, signature_path)

@@ -291,6 +291,7 @@ def test_directory_signed_by_another_key_or_unsigned(tmp_path):
     other = write_operator_keys(tmp_path / "other")
     d = _model_dir(tmp_path)
     sig = d / "model.sig"  # inside the directory: left out of the manifest
+    (d / ".gitignore").write_text("*.tmp\n")  # git files are outside the manifest, as in model-signing
     sign_directory(d, other.ec_private, sig, round=1, model_id="m")
     verify_directory(d, other.ec_public, sig)
     with pytest.raises(BadModelSignature, match="another key"):
