@@ -14,6 +14,7 @@ import math
 import json
 import sys
 
+from secagg import model_signing
 from secagg.errors import ConfigurationError, RoundAborted, SecAggError
 from secagg.identity import cli as identity_cli
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--threshold", type=int, default=None, help="required with --full-graph")
     par.add_argument("--json", action="store_true")
     identity_cli.add_subcommands(sub)
+    model_signing.add_subcommands(sub)
     return parser
 
 
@@ -278,6 +280,8 @@ def cmd_params(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "handler"):  # subcommands registered by other modules
+            return args.handler(args)
         return {"simulate": cmd_simulate, "params": cmd_params, "privacy": cmd_privacy,
                 **identity_cli.COMMANDS}[args.command](args)
     except ConfigurationError as exc:

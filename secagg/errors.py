@@ -143,3 +143,45 @@ class RoundAborted(SecAggError):
         super().__init__(message, round=round, state=state, phase=phase or state)
         self.reason = message
         self.unrecoverable = tuple(sorted(unrecoverable))
+
+
+class UnsupportedModelArray(InvalidInput):
+    """A model array whose dtype has no canonical byte encoding (object, complex, string,
+    structured, datetime), or a model whose names or shape cannot be encoded."""
+
+
+class ModelSignatureError(SecAggError):
+    """A global model the operator did not sign as presented: the client must not train on it.
+
+    ``model_id`` and ``round`` are the values the model claims (or ``None`` if unknown).
+    Unlike ``CryptoError`` the message names what failed: the checks are on public data
+    (an operator's signature over a public digest), so naming them gives nothing away.
+    """
+
+    def __init__(self, message: str, *, round: int | None = None, model_id: str | None = None) -> None:
+        super().__init__(message, round=round)
+        self.model_id = model_id
+
+
+class UnsignedModel(ModelSignatureError):
+    """No signature came with the model (or the signature record is empty or unreadable)."""
+
+
+class ModelDigestMismatch(ModelSignatureError):
+    """The arrays (or files) differ from those the operator signed: the model was tampered with."""
+
+
+class BadModelSignature(ModelSignatureError):
+    """The signature does not verify under the operator's public key (another key, or forged)."""
+
+
+class StaleModel(ModelSignatureError):
+    """A correctly signed model for another round: older than the client accepts, or a replay."""
+
+
+class ModelIdMismatch(ModelSignatureError):
+    """A correctly signed model, but of another model id than the client trains."""
+
+
+class SigningUnavailable(ConfigurationError):
+    """Directory signing needs the optional ``model-signing`` package (``pip install secagg[signing]``)."""

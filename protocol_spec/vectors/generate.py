@@ -252,7 +252,43 @@ def privacy_plan() -> dict:
     }
 
 
+def model_signature() -> dict:
+    """SPEC.md 13: the canonical encoding, digest, Ed25519 signature and CBOR record of two models."""
+    from secagg import model_signing as ms
+
+    seed = DeterministicRandom(b"model-signature")(32)
+    key = ms.operator_key_from_seed(seed)
+    models = [
+        ("dict", {"w": np.array([[1.5, -2.0], [0.0, 3.25]], dtype=np.float64),
+                  "b": np.array([0.5, -1.5], dtype=np.float32),
+                  "steps": np.array(7, dtype=np.int64),
+                  "mask": np.array([True, False, True]),
+                  "q": np.array([1, 513], dtype=">u2")}, 7, "mnist-cnn"),
+        ("list", [np.arange(3, dtype=np.int8), np.zeros((0, 2), dtype=np.float16)], 0, "m"),
+    ]
+    out = []
+    for form, arrays, round_, model_id in models:
+        named = arrays.items() if isinstance(arrays, dict) else enumerate(arrays)
+        signed = ms.sign_model(arrays, round_, model_id, key)
+        out.append({
+            "form": form, "model_id": model_id, "round": round_,
+            "arrays": [{"name": str(name), "dtype": a.dtype.str, "shape": list(a.shape),
+                        "values": a.tolist()} for name, a in named],
+            "encoding": ms.canonical_encoding(arrays, round=round_, model_id=model_id).hex(),
+            "digest": signed.digest.hex(), "signature": signed.signature.hex(),
+            "record": signed.to_bytes().hex(),
+        })
+    return {
+        "source": "secagg generate.py: operator Ed25519 key from seed DeterministicRandom('model-signature'), "
+                  "32 bytes; SPEC.md section 13",
+        "operator_seed": seed.hex(),
+        "operator_public_key": key.public_key().public_bytes_raw().hex(),
+        "vectors": out,
+    }
+
+
 FILES = {
+    "model_signature.json": model_signature,
     "privacy_plan.json": privacy_plan,
     "mask_prg.json": mask_prg,
     "key_schedule.json": key_schedule,
