@@ -21,7 +21,6 @@ import numpy as np
 from secagg.config import RoundConfig
 from secagg.crypto import shamir
 from secagg.crypto.randomness import DeterministicRandom, RandomSource, fork, system_random
-from secagg.crypto.sign import SigningKey
 from secagg.errors import ConfigurationError
 from secagg.protocol.client import Client, ClientLimits
 from secagg.protocol.rounds import STAGE_ORDER, Stage
@@ -30,7 +29,7 @@ from secagg.quantize import RangeEncoder
 from secagg.sim.report import SimulationReport, build_report
 from secagg.sim.scenario import (
     DROP_STAGE_CHOICES,
-    IdentityTable,
+    enrolled_clients,
     TruthRecorder,
     dropout_schedule,
     make_input,
@@ -90,8 +89,8 @@ def simulate(
 
     ``faults`` makes the network duplicate, delay and reorder frames; ``announce_losses`` tells
     the server of silent clients at once (``peer_lost``); ``tamper`` lets a test rewrite frames in
-    flight (see ``InMemoryRouter``). ``authenticated`` runs the signed-advert mode, with an
-    identity key per client and a lookup standing in for the registry.
+    flight (see ``InMemoryRouter``). ``authenticated`` runs the authenticated mode: a CA, an
+    identity key per client, each enrolled in an in-memory SQLite registry.
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -132,8 +131,8 @@ def simulate(
     shamir.warm_up(jit=clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
     signing = identities = None
     if authenticated:
-        signing = {c: SigningKey.generate(fork(root, "client", c, "identity")) for c in config.clients}
-        identities = IdentityTable({c: key.public_key for c, key in signing.items()})
+        signing, registry = enrolled_clients(config.clients, root)
+        identities = registry.verify_key
     server = Server(config, rng=fork(root, "server"), identities=identities)
     limits = client_limits or ClientLimits()
     parties = {

@@ -16,8 +16,7 @@ from secagg.protocol.client import Client
 from secagg.protocol.rounds import STAGE_ORDER
 from secagg.protocol.server import Server
 from secagg.quantize import RangeEncoder
-from secagg.crypto.sign import SigningKey
-from secagg.sim.scenario import IdentityTable, TruthRecorder
+from secagg.sim.scenario import TruthRecorder, enrolled_clients
 from secagg.transport.memory import Faults, InMemoryRouter
 
 
@@ -45,11 +44,10 @@ class Harness:
                  faults: Faults = Faults(), tamper=None, announce_losses: bool = False,
                  **server_kw) -> None:
         root = DeterministicRandom(label)
-        signing = identities = None
+        signing = identities = self.registry = None
         if config.authenticated:
-            signing = {c: SigningKey.generate(root.fork("client", c, "identity")) for c in config.clients}
-            identities = IdentityTable({c: k.public_key for c, k in signing.items()})
-            server_kw["identities"] = identities
+            signing, self.registry = enrolled_clients(config.clients, root)
+            identities = server_kw["identities"] = self.registry.verify_key
         self.config = config
         self.inputs = inputs if inputs is not None else make_inputs(config)
         self.recorder = TruthRecorder(config.dim, config.bits, config.dim, keep_each=True)

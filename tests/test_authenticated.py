@@ -90,23 +90,18 @@ def test_a_client_requiring_authentication_refuses_a_downgraded_round():
         client.receive(frame)
 
 
-def test_a_client_the_registry_does_not_know_is_excluded_by_name():
-    from secagg.sim import scenario
+def test_a_revoked_client_is_excluded_by_name_and_the_round_stays_exact():
+    from harness import Harness, make_config
 
-    real = scenario.IdentityTable.__call__
-
-    def forgetful(self, client):
-        if client == 7:
-            raise scenario.IdentityUnknown(f"client {client} is not enrolled", client=client)
-        return real(self, client)
-
-    scenario.IdentityTable.__call__ = forgetful
-    try:
-        report = simulate(16, 50, seed=6, dropout_rate=0.3, authenticated=True)
-    finally:
-        scenario.IdentityTable.__call__ = real
-    assert list(report.excluded) == [7] and "client 7 is not enrolled" in report.excluded[7]
-    assert not report.aborted and report.exact
+    config = make_config(16, 6, dropout_rate=0.3, label="revoked", authenticated=True)
+    h = Harness(config, label="revoked")
+    h.registry.revoke(7, "key reported stolen")
+    h.run()
+    assert list(h.server.excluded) == [7]
+    assert "client 7" in str(h.server.excluded[7]) and "revoked" in str(h.server.excluded[7])
+    result = h.server.result()
+    assert 7 not in result.contributors
+    assert np.array_equal(result.ring_sum, h.true_ring_sum(result.contributors))
 
 
 def test_signed_adverts_bind_session_round_and_signer():

@@ -1,15 +1,19 @@
 """Ed25519 signatures (RFC 8032) over pyca/cryptography, for the authenticated protocol.
 
-Keys travel raw: a 32-byte public key, a 64-byte signature. :func:`verify` returns a bool, never
-raises for a bad signature or a malformed key, so a caller decides whom to blame. Every signed
+Keys travel raw: a 32-byte public key, a 64-byte signature. Signing goes through
+pyca/cryptography; :func:`verify` through PyNaCl (libsodium), whose ``crypto_sign_open`` refuses
+small-order keys and non-canonical signatures. It returns a bool, never raises for a bad
+signature or a malformed key, so a caller decides whom to blame. ``secagg.identity`` re-exports
+it as ``verify_signature``: the one signature check of the whole library. Every signed
 message starts with a fixed-width, purpose-labelled context (:func:`signed_context`), so a
 signature made for one purpose, session, round or signer can never stand for another.
 """
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+import nacl.exceptions
+import nacl.signing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from secagg.crypto.kdf import PROTOCOL_LABEL, SESSION_ID_BYTES
@@ -45,12 +49,16 @@ class SigningKey:
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is ``public_key``'s Ed25519 signature of ``message``."""
-    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+    """Whether ``signature`` is ``public_key``'s Ed25519 signature of ``message``. Never raises
+    for bad input: a key or signature of the wrong length or type, a small-order key and a forged
+    signature are all simply False."""
+    if (not isinstance(public_key, (bytes, bytearray)) or len(public_key) != PUBLIC_KEY_BYTES
+            or not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_BYTES
+            or not isinstance(message, (bytes, bytearray, memoryview))):
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        nacl.signing.VerifyKey(bytes(public_key)).verify(bytes(message), bytes(signature))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
         return False
     return True
 

@@ -17,18 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.exceptions
-import nacl.signing
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from secagg.crypto import sign
 from secagg.errors import ConfigurationError
 from secagg.identity.ca import _check_id, load_certificate, load_private_key, private_key_pem, write_private
-
-PUBLIC_KEY_BYTES = 32
-SIGNATURE_BYTES = 64
-
 
 def client_key_file(client_id: int) -> str:
     return f"client-{client_id}.key"
@@ -39,20 +34,9 @@ def client_cert_file(client_id: int) -> str:
 
 
 def verify_signature(public_key_bytes: bytes, message: bytes, signature: bytes) -> bool:
-    """True iff ``signature`` is a valid Ed25519 signature of ``message`` under the raw key.
-
-    Never raises for bad input: a key or signature of the wrong length or type, a small-order
-    key and a forged signature are all simply False.
-    """
-    if (not isinstance(public_key_bytes, (bytes, bytearray)) or len(public_key_bytes) != PUBLIC_KEY_BYTES
-            or not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_BYTES
-            or not isinstance(message, (bytes, bytearray, memoryview))):
-        return False
-    try:
-        nacl.signing.VerifyKey(bytes(public_key_bytes)).verify(bytes(message), bytes(signature))
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        return False
-    return True
+    """True iff ``signature`` is a valid Ed25519 signature of ``message`` under the raw key
+    (``secagg.crypto.sign.verify``: never raises for bad input)."""
+    return sign.verify(public_key_bytes, message, signature)
 
 
 @dataclass(frozen=True, slots=True)

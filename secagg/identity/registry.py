@@ -148,6 +148,11 @@ class Registry:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.ca_certificate = self._pinned_ca(ca)
 
+    def __deepcopy__(self, memo) -> Registry:
+        """A copied party (a test's snapshot) shares the registry: it is an external trust root,
+        like a service, not part of any party's state."""
+        return self
+
     @classmethod
     def open_read_only(cls, path: str | Path, *, ca_certificate: x509.Certificate | bytes | str | None = None
                        ) -> Registry:

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from secagg.errors import ConfigurationError, RemoteProtocolError
-
-
-class IdentityUnknown(RemoteProtocolError):
-    """A client id the registry does not vouch for."""
+from secagg.crypto.randomness import RandomSource, fork
+from secagg.errors import ConfigurationError
 from secagg.protocol.rounds import STAGE_ORDER, Stage
 from secagg.quantize import ring_dtype, ring_mask
 
@@ -40,19 +37,27 @@ def make_input(seed: int | None, client: int, dim: int, value_range: float) -> n
     return gen.uniform(-value_range, value_range, dim)
 
 
-class IdentityTable:
-    """The simulator's stand-in for the registry: client id -> Ed25519 verify key. An id it does
-    not hold is refused like the registry refuses it (``secagg.identity.Registry`` is the real
-    one, SQLite-backed)."""
+def enrolled_clients(clients, rng: RandomSource):
+    """A deployment for an authenticated round: a CA, an identity key per client, each enrolled
+    in a real SQLite registry (in memory). Returns ({client: ClientIdentity}, registry); the
+    registry's ``verify_key`` is the lookup both the server and the clients use. Keys are forked
+    from ``rng`` by label ("ca"; "client", c, "identity"), so the transcript vector fixes them."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    def __init__(self, keys: dict[int, bytes]) -> None:
-        self._keys = dict(keys)
+    from secagg.identity import CertificateAuthority, ClientIdentity, EnrolmentLimits, Registry
 
-    def __call__(self, client: int) -> bytes:
-        try:
-            return self._keys[client]
-        except KeyError:
-            raise IdentityUnknown(f"client {client} is not enrolled", client=client) from None
+    clients = list(clients)
+    ca = CertificateAuthority.create("secagg simulation CA", valid_days=2,
+                                     private_key=Ed25519PrivateKey.from_private_bytes(fork(rng, "ca")(32)))
+    registry = Registry(":memory:", ca_certificate=ca.certificate,
+                        limits=EnrolmentLimits(max_per_window=max(100, len(clients))))
+    identities = {}
+    for c in clients:
+        identity = ClientIdentity.from_seed(c, fork(rng, "client", c, "identity")(32))
+        certificate = ca.issue_client_certificate(c, identity.public_key_bytes, valid_days=1)
+        registry.enroll(c, certificate, token=f"simulation client {c}", declared_examples=1)
+        identities[c] = identity
+    return identities, registry
 
 
 class TruthRecorder:
