@@ -150,7 +150,7 @@ class Client:
         self._rng = rng
         self._min_threshold = min_threshold
         self._signing_key = signing_key
-        self._identities = identities
+        self._identities = identities and memo_lookup(identities)
         self._require_authenticated = require_authenticated
         self._raw_input = input_vector
         self._encoder = encoder if encoder is not None else RangeEncoder(fork(rng, "quantize"))
@@ -163,6 +163,7 @@ class Client:
         self._neighbour_keys: dict[int, tuple[bytes, bytes]] = {}
         self._held_shares: dict[int, tuple[bytes, bytes]] = {}
         self._survivors: frozenset[int] | None = None  # U3 as signed in ConsistencyCheck
+        self._survivor_bytes = b""
         self.mask_expansions = 0  # masks expanded for this round's input (for benchmarks)
 
     # --- public API ---------------------------------------------------------------------------
@@ -435,7 +436,8 @@ class Client:
         if len(survivors) < self.config.threshold:
             raise self._refuse(msg, f"only {len(survivors)} survivors; threshold is {self.config.threshold}")
         self._survivors = survivors
-        signature = self._signing_key.sign(keys.survivors_message(self.config, self.id, survivors))
+        self._survivor_bytes = keys.survivor_set_bytes(survivors)
+        signature = self._signing_key.sign(keys.survivors_message(self.config, self.id, self._survivor_bytes))
         return ConsistencyCheck(**self._header(), signature=signature)
 
     def _check_consistency(self, msg: UnmaskRequest) -> None:
@@ -454,7 +456,8 @@ class Client:
             except SecAggError as exc:
                 raise self._refuse(msg, f"the registry does not vouch for signer {s.peer}: {exc}",
                                    BadSignature) from None
-            if not sign.verify(verify_key, keys.survivors_message(config, s.peer, u3), s.signature):
+            if not sign.verify(verify_key, keys.survivors_message(config, s.peer, self._survivor_bytes),
+                               s.signature):
                 raise self._refuse(msg, f"client {s.peer}'s signature is not over the survivor set "
                                         "this client signed (a split view)", BadSignature)
         lies = sorted(set(msg.dropped) & u3) + sorted(set(msg.survivors) - u3)
@@ -490,6 +493,18 @@ class Client:
         )
 
 
+def memo_lookup(lookup: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    """A party's registry lookups, each asked once per round (a failed one is asked again)."""
+    known: dict[int, bytes] = {}
+
+    def cached(client: int) -> bytes:
+        if client not in known:
+            known[client] = lookup(client)
+        return known[client]
+
+    return cached
+
+
 def advert_fault(identities: Callable[[int], bytes], config: RoundConfig, client: int,
                  encryption_key: bytes, mask_key: bytes, signature: bytes) -> str | None:
     """Why an authenticated advert does not stand, or None: the registry does not vouch for the
@@ -511,4 +526,5 @@ def self_mask_commitment(seed: bytes, config: RoundConfig, client: int) -> bytes
                       round=config.round, client_a=client, client_b=0)
 
 
-__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "advert_fault", "self_mask_commitment"]
+__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "advert_fault", "memo_lookup",
+           "self_mask_commitment"]

@@ -72,14 +72,21 @@ def advert_message(config, client: int, encryption_key: bytes, mask_key: bytes) 
                           signer=client) + encryption_key + mask_key
 
 
-def survivors_message(config, client: int, survivors) -> bytes:
+def survivor_set_bytes(survivors) -> bytes:
+    """count:u32 || each survivor id:u32, ascending: the signed part every signer shares."""
+    import numpy as np
+
+    ids = np.array(sorted(survivors), dtype=">u4")
+    return len(ids).to_bytes(4, "big") + ids.tobytes()
+
+
+def survivors_message(config, client: int, survivors: bytes) -> bytes:
     """What client ``client`` signs in ConsistencyCheck: signed_context("survivors", session,
-    round, client) || count:u32 || each survivor id:u32, ascending."""
+    round, client) || ``survivor_set_bytes(U3)``."""
     from secagg.crypto.sign import signed_context
 
-    ids = sorted(survivors)
-    return (signed_context(b"survivors", session_id=config.session_id, round=config.round, signer=client)
-            + len(ids).to_bytes(4, "big") + b"".join(c.to_bytes(4, "big") for c in ids))
+    return signed_context(b"survivors", session_id=config.session_id, round=config.round,
+                          signer=client) + survivors
 
 
 def mask_sign(owner: int, peer: int) -> int:

@@ -74,7 +74,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
-from secagg.protocol.client import advert_fault, self_mask_commitment
+from secagg.protocol.client import memo_lookup, advert_fault, self_mask_commitment
 from secagg.protocol.masking import apply_masks
 from secagg.protocol.rounds import (
     PEER_AWAIT,
@@ -132,10 +132,10 @@ class Server:
         self.config = config
         if config.authenticated and identities is None:
             raise ConfigurationError("an authenticated round needs the registry's identities lookup")
-        self._identities = identities
+        self._identities = identities and memo_lookup(identities)
         self._phase_close = PHASE_CLOSE_AUTHENTICATED if config.authenticated else PHASE_CLOSE
         self._survivor_signatures: dict[int, bytes] = {}
-        self._signed_survivors: frozenset[int] = frozenset()
+        self._signed_survivors = b""  # survivor_set_bytes(U3) as sent in ConsistencyCheckRequest
         self.min_contributors = config.threshold if min_contributors is None else min_contributors
         if not 1 <= self.min_contributors <= config.num_clients:
             raise ConfigurationError(
@@ -460,7 +460,7 @@ class Server:
         return []
 
     def _open_consistency_check(self, members: set[int]) -> list[Outgoing]:
-        self._signed_survivors = frozenset(self._u3)
+        self._signed_survivors = keys.survivor_set_bytes(self._u3)
         survivors = tuple(sorted(self._u3))
         return self._send(ConsistencyCheckRequest(**self._header(), recipient=c, survivors=survivors)
                           for c in sorted(members))
