@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg.crypto import aead, kex
+from secagg.crypto.sign import signed_context
 from secagg.crypto.kdf import (
     PURPOSE_PAIRWISE_MASK,
     PURPOSE_SHARE_ENCRYPTION,
@@ -64,18 +66,14 @@ def open_shares(
 
 
 def advert_message(config, client: int, encryption_key: bytes, mask_key: bytes) -> bytes:
-    """What client ``client`` signs in an authenticated AdvertiseKeys (SPEC section 12):
+    """What client ``client`` signs in an authenticated AdvertiseKeys (SPEC section 5.5):
     signed_context("advert", session, round, client) || c_pk || s_pk."""
-    from secagg.crypto.sign import signed_context
-
     return signed_context(b"advert", session_id=config.session_id, round=config.round,
                           signer=client) + encryption_key + mask_key
 
 
 def survivor_set_bytes(survivors) -> bytes:
     """count:u32 || each survivor id:u32, ascending: the signed part every signer shares."""
-    import numpy as np
-
     ids = np.array(sorted(survivors), dtype=">u4")
     return len(ids).to_bytes(4, "big") + ids.tobytes()
 
@@ -83,8 +81,6 @@ def survivor_set_bytes(survivors) -> bytes:
 def survivors_message(config, client: int, survivors: bytes) -> bytes:
     """What client ``client`` signs in ConsistencyCheck: signed_context("survivors", session,
     round, client) || ``survivor_set_bytes(U3)``."""
-    from secagg.crypto.sign import signed_context
-
     return signed_context(b"survivors", session_id=config.session_id, round=config.round,
                           signer=client) + survivors
 
