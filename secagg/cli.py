@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dim", type=_positive, required=True, help="vector length d")
     sim.add_argument("--dropout", type=_rate, default=0.0, help="fraction of clients that drop")
     sim.add_argument("--drop-stage", choices=DROP_STAGE_CHOICES, default="masked",
-                     help="where dropped clients go silent (mixed: a random stage each)")
+                     help="where dropped clients go silent (mixed: a random stage each; consistency: "
+                          "from the ConsistencyCheck on, which without --authenticated is unmask)")
     sim.add_argument("--bits", default=None,
                      help="ring Z_2^bits, 1..62 (default 32; with --dp: 'auto', the smallest safe)")
     sim.add_argument("--value-range", type=float, default=1.0, help="inputs lie in [-R, R]")
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--threshold", type=int, default=None, help="Shamir threshold (full graph)")
     sim.add_argument("--seed", type=int, default=None,
                      help="seed for the test data and the dropout choice (never for secrets)")
+    sim.add_argument("--authenticated", action="store_true",
+                     help="signed adverts checked against a registry, and a ConsistencyCheck round")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--no-progress", action="store_true")
     dp = sim.add_argument_group("privacy layer (distributed DP and checks on the aggregate)")
@@ -183,7 +186,7 @@ def cmd_simulate(args) -> int:
         threshold=args.threshold, seed=args.seed,
         progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
         privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
-        delta=args.delta,
+        delta=args.delta, authenticated=args.authenticated,
     )
     if args.json:
         print(json.dumps(report.as_dict()))

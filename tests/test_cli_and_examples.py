@@ -62,6 +62,13 @@ def test_simulate_reports_exclusions_and_ignored_frames_in_json():
     assert obj["network"]["frames"] > 0
 
 
+def test_simulate_authenticated_round_from_the_command_line():
+    out = run("simulate", "--clients", "20", "--dim", "100", "--dropout", "0.1", "--drop-stage", "mixed",
+              "--authenticated", "--seed", "4", "--json")
+    obj = json.loads(out.stdout)
+    assert obj["exact"] is True and obj["excluded"] == {} and obj["refusals"] == {}
+
+
 def test_simulate_abort_exit_code_and_reason():
     # Half of a full graph's clients vanish during Unmask: too few shares remain.
     out = run("simulate", "--clients", "6", "--dim", "10", "--full-graph", "--threshold", "4",
