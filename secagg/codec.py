@@ -326,14 +326,6 @@ def encode(msg: Message) -> bytes:
     return cbor2.dumps(frame, canonical=True)
 
 
-def peek_type(data: bytes) -> type[Message] | None:
-    """The message class a frame claims to be, from its first three bytes (array head, version,
-    type code), without decoding or validating it. For drivers and logs; ``decode`` decides."""
-    if len(data) < 3 or not 0x80 + HEADER_FIELDS <= data[0] <= 0x97 or data[1] != PROTOCOL_VERSION:
-        return None
-    return MESSAGE_TYPES.get(data[2])
-
-
 def decode_frame(data: bytes, limits: Limits) -> list:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"a frame must be bytes, got {type(data).__name__}")

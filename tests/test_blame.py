@@ -123,7 +123,7 @@ def test_a_garbage_share_ciphertext_blames_its_sender_not_the_recipient():
 
     h = Harness(config, label="garbage", tamper=_rewrite("ShareKeys", {bad}, garble))
     h.run()
-    result = _assert_exact(h)
+    _assert_exact(h)
     assert set(h.server.excluded) == {bad} and isinstance(h.server.excluded[bad], BadShare)
     assert "does not open" in str(h.server.excluded[bad])
     assert not h.router.refusals  # the recipient complained and carried on

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secagg import codec
 from secagg.codec import Limits, decode, encode, pack_bits, unpack_bits
 from secagg.errors import MalformedMessage
 from secagg.messages import (
@@ -197,11 +196,6 @@ def test_masked_vector_is_read_only():
     assert msg.masked[0] == 0
     with pytest.raises(ValueError):
         msg.masked[0] = 5
-
-
-def test_peek_type():
-    assert codec.peek_type(FRAMES["ShareKeys"]) is ShareKeys
-    assert codec.peek_type(b"\x00") is None
 
 
 def test_client_refuses_a_malformed_frame_and_stops():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from secagg.codec import decode, encode
 from secagg.crypto import kex, prg, shamir
-from secagg.errors import Equivocation, InconsistentRequest, UnexpectedMessage
+from secagg.errors import Equivocation, InconsistentRequest
 from secagg.messages import UnmaskResponse
 from secagg.protocol.client import self_mask_commitment
 from secagg.protocol.rounds import ClientState, Phase

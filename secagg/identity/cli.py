@@ -8,7 +8,6 @@ so that it never appears in a process list.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path

@@ -105,10 +105,6 @@ class RoundResult:
     mask_expansions: int = 0  # PRG expansions the server did to unmask (for benchmarks)
 
     @property
-    def faulty(self) -> tuple[int, ...]:
-        return self.excluded
-
-    @property
     def values(self) -> np.ndarray:
         """The decoded float sum of the contributors' inputs (range-quantised rounds; a privacy
         layer round is decoded by its ``DPDecoder``)."""
