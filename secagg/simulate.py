@@ -22,14 +22,13 @@ from secagg.config import RoundConfig
 from secagg.crypto import shamir
 from secagg.crypto.randomness import DeterministicRandom, RandomSource, fork, system_random
 from secagg.errors import ConfigurationError
-from secagg.protocol.client import Client, ClientLimits
+from secagg.protocol.client import ClientLimits
 from secagg.protocol.rounds import STAGE_ORDER, Stage
-from secagg.protocol.server import Server
 from secagg.quantize import RangeEncoder
 from secagg.sim.report import SimulationReport, build_report
 from secagg.sim.scenario import (
     DROP_STAGE_CHOICES,
-    enrolled_clients,
+    build_parties,
     TruthRecorder,
     dropout_schedule,
     make_input,
@@ -129,20 +128,13 @@ def simulate(
     # galois builds its field (and, for a batch big enough to use them, compiles its JIT kernels)
     # once per process: not a per-round cost, so not inside the server's timer.
     shamir.warm_up(jit=clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
-    signing = identities = None
-    if authenticated:
-        signing, registry = enrolled_clients(config.clients, root)
-        identities = registry.verify_key
-    server = Server(config, rng=fork(root, "server"), identities=identities)
-    limits = client_limits or ClientLimits()
-    parties = {
+    server, parties, _ = build_parties(
+        config, root,
         # The input is made when the round asks for it: memory O(d) per client at a time.
-        c: Client(c, (lambda c=c: np.asarray(make(c))), rng=fork(root, "client", c),
-                  encoder=recorder.wrap(c, encoders[c]), limits=limits,
-                  signing_key=signing and signing[c], identities=identities,
-                  require_authenticated=authenticated)
-        for c in config.clients
-    }
+        lambda c: (lambda: np.asarray(make(c))),
+        lambda c: recorder.wrap(c, encoders[c]),
+        limits=client_limits or ClientLimits(), require_authenticated=authenticated,
+    )
     bar = None
     if progress:
         from tqdm import tqdm

@@ -12,11 +12,9 @@ from secagg.codec import decode
 from secagg.config import RoundConfig
 from secagg.crypto.randomness import DeterministicRandom
 from secagg.errors import ConfigurationError
-from secagg.protocol.client import Client
 from secagg.protocol.rounds import STAGE_ORDER
-from secagg.protocol.server import Server
 from secagg.quantize import RangeEncoder
-from secagg.sim.scenario import TruthRecorder, enrolled_clients
+from secagg.sim.scenario import TruthRecorder, build_parties
 from secagg.transport.memory import Faults, InMemoryRouter
 
 
@@ -44,20 +42,14 @@ class Harness:
                  faults: Faults = Faults(), tamper=None, announce_losses: bool = False,
                  **server_kw) -> None:
         root = DeterministicRandom(label)
-        signing = identities = self.registry = None
-        if config.authenticated:
-            signing, self.registry = enrolled_clients(config.clients, root)
-            identities = server_kw["identities"] = self.registry.verify_key
         self.config = config
         self.inputs = inputs if inputs is not None else make_inputs(config)
         self.recorder = TruthRecorder(config.dim, config.bits, config.dim, keep_each=True)
-        self.server = Server(config, rng=root.fork("server"), **server_kw)
-        self.clients = {
-            c: Client(c, self.inputs[c], rng=root.fork("client", c),
-                      encoder=self.recorder.wrap(c, RangeEncoder(root.fork("client", c, "quantize"))),
-                      signing_key=signing and signing[c], identities=identities)
-            for c in config.clients
-        }
+        self.server, self.clients, self.registry = build_parties(
+            config, root, self.inputs.__getitem__,
+            lambda c: self.recorder.wrap(c, RangeEncoder(root.fork("client", c, "quantize"))),
+            **server_kw,
+        )
         self.router = InMemoryRouter(
             self.server, self.clients, faults=faults, tamper=tamper, announce_losses=announce_losses,
             schedule={c: STAGE_ORDER[i] for c, i in (schedule or {}).items() if i < len(STAGE_ORDER)},

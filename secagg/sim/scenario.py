@@ -10,6 +10,8 @@ import numpy as np
 
 from secagg.crypto.randomness import RandomSource, fork
 from secagg.errors import ConfigurationError
+from secagg.protocol.client import Client, ClientLimits
+from secagg.protocol.server import Server
 from secagg.protocol.rounds import STAGE_ORDER, Stage
 from secagg.quantize import ring_dtype, ring_mask
 
@@ -58,6 +60,26 @@ def enrolled_clients(clients, rng: RandomSource):
         registry.enroll(c, certificate, token=f"simulation client {c}", declared_examples=1)
         identities[c] = identity
     return identities, registry
+
+
+def build_parties(config, root: RandomSource, input_of, encoder_of, *, limits: ClientLimits = ClientLimits(),
+                  require_authenticated: bool = False, **server_kw):
+    """The server and the clients of one simulated round, each party's randomness forked from
+    ``root`` by label ("server"; "client", c), enrolled in a registry if the round is
+    authenticated. ``input_of(c)`` is client c's input (an array, or a callable that makes it);
+    ``encoder_of(c)`` its encoder. Returns (server, {client: Client}, registry or None)."""
+    signing = identities = registry = None
+    if config.authenticated:
+        signing, registry = enrolled_clients(config.clients, root)
+        identities = server_kw["identities"] = registry.verify_key
+    server = Server(config, rng=fork(root, "server"), **server_kw)
+    clients = {
+        c: Client(c, input_of(c), rng=fork(root, "client", c), encoder=encoder_of(c), limits=limits,
+                  signing_key=signing and signing[c], identities=identities,
+                  require_authenticated=require_authenticated)
+        for c in config.clients
+    }
+    return server, clients, registry
 
 
 class TruthRecorder:
