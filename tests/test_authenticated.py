@@ -12,7 +12,7 @@ from secagg import simulate
 from secagg.codec import decode, encode
 from secagg.config import RoundConfig
 from secagg.crypto.randomness import DeterministicRandom
-from secagg.crypto.sign import SigningKey
+from secagg.identity import ClientIdentity
 from secagg.errors import BadSignature, InconsistentRequest
 from secagg.messages import AdvertiseKeysRequest, NeighbourKeys
 from secagg.protocol.client import Client
@@ -84,7 +84,7 @@ def test_a_client_requiring_authentication_refuses_a_downgraded_round():
     assert not config.authenticated
     frame = encode(AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1,
                                         config=config))
-    client = Client(1, np.zeros(4), signing_key=SigningKey.generate(os.urandom),
+    client = Client(1, np.zeros(4), signing_key=ClientIdentity.generate(1),
                     identities=lambda c: b"", require_authenticated=True)
     with pytest.raises(InconsistentRequest, match="without authentication"):
         client.receive(frame)
@@ -109,14 +109,14 @@ def test_signed_adverts_bind_session_round_and_signer():
     from secagg.protocol import keys
 
     config = RoundConfig.create(10, 4, dropout_rate=0.2, authenticated=True, rng=DeterministicRandom("bind"))
-    key = SigningKey.generate(os.urandom)
+    key = ClientIdentity.generate(3)
     c_pk, s_pk = _fresh_x25519(), _fresh_x25519()
     signature = key.sign(keys.advert_message(config, 3, c_pk, s_pk))
-    assert sign.verify(key.public_key, keys.advert_message(config, 3, c_pk, s_pk), signature)
+    assert sign.verify(key.public_key_bytes, keys.advert_message(config, 3, c_pk, s_pk), signature)
     for other in (replace(config, round=1), replace(config, session_id=bytes(16))):
-        assert not sign.verify(key.public_key, keys.advert_message(other, 3, c_pk, s_pk), signature)
-    assert not sign.verify(key.public_key, keys.advert_message(config, 4, c_pk, s_pk), signature)
-    assert not sign.verify(key.public_key, keys.advert_message(config, 3, s_pk, c_pk), signature)
+        assert not sign.verify(key.public_key_bytes, keys.advert_message(other, 3, c_pk, s_pk), signature)
+    assert not sign.verify(key.public_key_bytes, keys.advert_message(config, 4, c_pk, s_pk), signature)
+    assert not sign.verify(key.public_key_bytes, keys.advert_message(config, 3, s_pk, c_pk), signature)
     assert issubclass(BadSignature, Exception)
 
 

@@ -143,18 +143,20 @@ def test_deterministic_random_is_reproducible_and_forks_independently():
 
 def test_ed25519_rfc8032_test_1():
     from secagg.crypto import sign
+    from secagg.identity import ClientIdentity
 
-    key = sign.SigningKey.from_seed(bytes.fromhex(
+    key = ClientIdentity.from_seed(1, bytes.fromhex(
         "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
-    assert key.public_key.hex() == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    public = key.public_key_bytes
+    assert public.hex() == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
     signature = key.sign(b"")
     assert signature.hex() == (
         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46b"
         "d25bf5f0595bbe24655141438e7a100b")
-    assert sign.verify(key.public_key, b"", signature)
-    assert not sign.verify(key.public_key, b"x", signature)
-    assert not sign.verify(key.public_key, b"", signature[:-1] + bytes([signature[-1] ^ 1]))
-    assert not sign.verify(bytes(31), b"", signature) and not sign.verify(key.public_key, b"", b"")
+    assert sign.verify(public, b"", signature)
+    assert not sign.verify(public, b"x", signature)
+    assert not sign.verify(public, b"", signature[:-1] + bytes([signature[-1] ^ 1]))
+    assert not sign.verify(bytes(31), b"", signature) and not sign.verify(public, b"", b"")
 
 
 def test_signed_contexts_differ_by_every_field():

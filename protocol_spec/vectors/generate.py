@@ -38,7 +38,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
-from secagg.crypto.sign import SigningKey
+from secagg.identity import ClientIdentity
 from secagg.simulate import Stage, simulate
 
 HERE = Path(__file__).parent
@@ -208,7 +208,8 @@ def transcript(authenticated: bool = False) -> dict:
         "inputs": {str(c): v for c, v in transcript_inputs().items()},
         "secrets": {str(c): client_secrets(c) for c in range(1, 6)},
         **({"identity_keys": {
-            str(c): SigningKey.generate(DeterministicRandom(TRANSCRIPT_LABEL).fork("client", c, "identity")).public_key.hex()
+            str(c): ClientIdentity.from_seed(
+                c, DeterministicRandom(TRANSCRIPT_LABEL).fork("client", c, "identity")(32)).public_key_bytes.hex()
             for c in range(1, 6)}} if authenticated else {}),
         "frames": [
             {"direction": d, "sender": s, "recipient": r,

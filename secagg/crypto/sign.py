@@ -1,7 +1,8 @@
-"""Ed25519 signatures (RFC 8032) over pyca/cryptography, for the authenticated protocol.
+"""Ed25519 signatures (RFC 8032), for the authenticated protocol.
 
-Keys travel raw: a 32-byte public key, a 64-byte signature. Signing goes through
-pyca/cryptography; :func:`verify` through PyNaCl (libsodium), whose ``crypto_sign_open`` refuses
+Keys travel raw: a 32-byte public key, a 64-byte signature. A client signs with its registered
+identity key (``secagg.identity.ClientIdentity``, through pyca/cryptography; the protocol asks
+only for a :class:`Signer`); :func:`verify` goes through PyNaCl (libsodium), whose ``crypto_sign_open`` refuses
 small-order keys and non-canonical signatures. It returns a bool, never raises for a bad
 signature or a malformed key, so a caller decides whom to blame. ``secagg.identity`` re-exports
 it as ``verify_signature``: the one signature check of the whole library. Every signed
@@ -11,41 +12,21 @@ signature made for one purpose, session, round or signer can never stand for ano
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import nacl.exceptions
 import nacl.signing
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from secagg.crypto.kdf import PROTOCOL_LABEL, SESSION_ID_BYTES
-from secagg.crypto.randomness import RandomSource
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
 
-class SigningKey:
-    """A long-term Ed25519 identity key."""
+class Signer(Protocol):
+    """What signs for a client: ``secagg.identity.ClientIdentity``, its registered Ed25519 key."""
 
-    __slots__ = ("_key", "public_key")
-
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        self._key = private_key
-        self.public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-    @classmethod
-    def generate(cls, rng: RandomSource) -> SigningKey:
-        return cls(Ed25519PrivateKey.from_private_bytes(rng(32)))
-
-    @classmethod
-    def from_seed(cls, seed: bytes) -> SigningKey:
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
-
-    @classmethod
-    def from_private_key(cls, key: Ed25519PrivateKey) -> SigningKey:
-        return cls(key)
-
-    def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+    def sign(self, message: bytes) -> bytes: ...
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:

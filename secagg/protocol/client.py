@@ -38,7 +38,7 @@ import numpy as np
 from secagg.codec import PRE_CONFIG_LIMITS, Limits, decode, encode
 from secagg.config import RoundConfig
 from secagg.crypto import kex, prg, shamir, sign
-from secagg.crypto.sign import SigningKey
+from secagg.crypto.sign import Signer
 from secagg.crypto.digest import FrameDigest
 from secagg.crypto.kdf import PURPOSE_SELF_MASK_COMMITMENT, derive_key
 from secagg.crypto.randomness import RandomSource, fork, system_random
@@ -126,7 +126,7 @@ class Client:
         min_threshold: int = 2,
         encoder=None,
         limits: ClientLimits = ClientLimits(),
-        signing_key: SigningKey | None = None,
+        signing_key: Signer | None = None,
         identities: Callable[[int], bytes] | None = None,
         require_authenticated: bool = False,
     ) -> None:
