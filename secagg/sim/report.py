@@ -7,9 +7,18 @@ the scenario's recorder kept.
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from secagg.codec import encode
+from secagg.errors import RoundAborted
+from secagg.messages import MaskedInput
+from secagg.protocol.rounds import STAGE_ORDER
 from secagg.protocol.server import RoundResult
+from secagg.quantize import ring_dtype
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,17 +129,6 @@ class SimulationReport:
 
 def build_report(*, config, server, router, parties, recorder, schedule, dropout, raise_on_abort,
                  privacy, encoders, attackers, attack, checks, delta) -> SimulationReport:
-    import math
-    import statistics
-
-    import numpy as np
-
-    from secagg.codec import encode
-    from secagg.errors import RoundAborted
-    from secagg.messages import MaskedInput
-    from secagg.protocol.rounds import STAGE_ORDER
-    from secagg.quantize import ring_dtype
-
     clients = config.num_clients
     dropped_by_stage = {s.value: sorted(c for c, st in schedule.items() if st is s) for s in STAGE_ORDER}
     full = [c for c in config.clients if c not in schedule] or list(config.clients)
