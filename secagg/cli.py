@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--adversarial-rate", type=_rate, default=0.05)
     sim.add_argument("--dropout-rate", type=_rate, default=None,
                      help="dropout rate the graph is planned for (default max(dropout, 0.05))")
-    sim.add_argument("--semi-malicious", action="store_true", help="plan (k, t) for a semi-malicious server")
+    _adversary_flags(sim, "default: malicious with --authenticated, else semi-honest")
     sim.add_argument("--full-graph", action="store_true", help="original SecAgg: degree n - 1")
     sim.add_argument("--threshold", type=int, default=None, help="Shamir threshold (full graph)")
     sim.add_argument("--seed", type=int, default=None,
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--clients", type=int, required=True)
     par.add_argument("--adversarial-rate", type=float, default=0.05)
     par.add_argument("--dropout-rate", type=float, default=0.1)
-    par.add_argument("--semi-malicious", action="store_true")
+    _adversary_flags(par, "default: semi-honest")
     par.add_argument("--full-graph", action="store_true")
     par.add_argument("--threshold", type=int, default=None, help="required with --full-graph")
     par.add_argument("--json", action="store_true")
@@ -125,8 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _adversary(args) -> AdversaryClass:
-    return AdversaryClass.SEMI_MALICIOUS if args.semi_malicious else AdversaryClass.SEMI_HONEST
+def _adversary_flags(parser, default: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--adversary", choices=[a.value for a in AdversaryClass], default=None,
+                       help=f"the server (k, t) are planned against ({default})")
+    group.add_argument("--semi-malicious", dest="adversary", action="store_const",
+                       const=AdversaryClass.SEMI_MALICIOUS.value, help="short for --adversary semi-malicious")
+
+
+def _adversary(args) -> AdversaryClass | None:
+    """The class asked for; None lets simulate choose (malicious when authenticated)."""
+    return None if args.adversary is None else AdversaryClass(args.adversary)
 
 
 def _bits(text, default):
@@ -265,9 +274,11 @@ def cmd_params(args) -> int:
     if args.full_graph:
         if args.threshold is None:
             raise ConfigurationError("--full-graph needs --threshold")
-        params = full_graph_parameters(args.clients, args.threshold, args.adversarial_rate, _adversary(args))
+        params = full_graph_parameters(args.clients, args.threshold, args.adversarial_rate,
+                                       _adversary(args) or AdversaryClass.SEMI_HONEST)
     else:
-        params = find_parameters(args.clients, args.adversarial_rate, args.dropout_rate, _adversary(args))
+        params = find_parameters(args.clients, args.adversarial_rate, args.dropout_rate,
+                                 _adversary(args) or AdversaryClass.SEMI_HONEST)
     if args.json:
         print(json.dumps(params.as_dict()))
     else:

@@ -6,7 +6,7 @@ Theory of operation. A frame is one CBOR array:
 
 with the fields of each message type in the order ``_encode_fields`` gives (SPEC.md, sections
 6 and 7). Per-peer records travel as two columns, the ascending peer ids and one byte string of
-fixed-size records. Integers, byte strings, text, arrays and (in the config only) one float are used; no
+fixed-size records. Integers, byte strings, text, arrays and (in the config only) three floats are used; no
 maps, no tags. Ring vectors travel as ``[bits, length, packed]`` where ``packed`` holds the
 coordinates little-endian, b bits each, LSB first, ceil(length * b / 8) bytes, with zero padding.
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from secagg.config import MAX_CLIENTS, MAX_DIM, PROTOCOL_VERSION, RoundConfig
 from secagg.errors import ConfigurationError, MalformedMessage
+from secagg.params import AdversaryClass
 from secagg.crypto.kex import KEY_BYTES
 from secagg.crypto.sign import SIGNATURE_BYTES
 from secagg.crypto.shamir import SHARE_BYTES
@@ -163,25 +164,37 @@ def _list(v, limits: Limits, what: str):
     return v
 
 
-def _config_to_wire(c: RoundConfig) -> list:
+_ADVERSARIES = list(AdversaryClass)  # on the wire by index: 0 semi-honest, 1 semi-malicious, 2 malicious
+
+
+def config_to_wire(c: RoundConfig) -> list:
+    """The config's 12 fields as they travel (SPEC section 6.1); the operator signs their CBOR."""
     return [c.num_clients, c.dim, c.bits, c.degree, c.threshold, c.graph_seed, c.value_range, c.levels,
-            int(c.authenticated)]
+            int(c.authenticated), _ADVERSARIES.index(c.adversary), c.adversarial_rate, c.dropout_rate]
+
+
+def canonical_cbor(value) -> bytes:
+    return cbor2.dumps(value, canonical=True)
 
 
 def _config_from_wire(v, header, limits: Limits) -> RoundConfig:
-    _expect(isinstance(v, list) and len(v) == 9, "a config of 9 fields")
-    n, dim, bits, degree, threshold, seed, value_range, levels, authenticated = v
+    _expect(isinstance(v, list) and len(v) == 12, "a config of 12 fields")
+    n, dim, bits, degree, threshold, seed, value_range, levels, authenticated, adversary, gamma, delta = v
     _expect(authenticated in (0, 1) and type(authenticated) is int, "an authenticated flag of 0 or 1")
     for x in (n, dim, bits, degree, threshold, levels):
         _uint(x, "integer config fields")
     _bytes(seed, "a graph seed")
-    _expect(isinstance(value_range, float), "a float value range")
+    _expect(type(adversary) is int and 0 <= adversary < len(_ADVERSARIES),
+            f"an adversary class index in [0, {len(_ADVERSARIES) - 1}]")
+    for x, what in ((value_range, "value range"), (gamma, "adversarial rate"), (delta, "dropout rate")):
+        _expect(isinstance(x, float), f"a float {what}")
     _expect(dim <= limits.max_dim, f"dim at most {limits.max_dim}, got {dim}")
     try:
         return RoundConfig(
             session_id=header[0], round=header[1], num_clients=n, dim=dim, bits=bits,
             degree=degree, threshold=threshold, graph_seed=seed, value_range=value_range,
-            levels=levels, authenticated=bool(authenticated),
+            levels=levels, authenticated=bool(authenticated), adversary=_ADVERSARIES[adversary],
+            adversarial_rate=gamma, dropout_rate=delta,
         )
     except ConfigurationError as exc:
         raise MalformedMessage(f"the announced configuration is unusable: {exc}") from None
@@ -207,7 +220,7 @@ def _columns(items, attr: str) -> tuple[list[int], bytes]:
 def _encode_fields(msg: Message) -> list:
     match msg:
         case AdvertiseKeysRequest():
-            return [msg.recipient, _config_to_wire(msg.config)]
+            return [msg.recipient, config_to_wire(msg.config), msg.config_signature]
         case AdvertiseKeys():
             return [msg.encryption_key, msg.mask_key, msg.signature]
         case ShareKeysRequest():
@@ -264,8 +277,9 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
         return tuple(map(RevealedShare, peers, items))
 
     if cls is AdvertiseKeysRequest:
-        arity(2)
-        return {"recipient": _uint(fields[0]), "config": _config_from_wire(fields[1], header, limits)}
+        arity(3)
+        return {"recipient": _uint(fields[0]), "config": _config_from_wire(fields[1], header, limits),
+                "config_signature": _bytes(fields[2], "a config signature")}
     if cls is AdvertiseKeys:
         arity(3)
         return {"encryption_key": _bytes(fields[0]), "mask_key": _bytes(fields[1]),

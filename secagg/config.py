@@ -14,7 +14,7 @@ from secagg.crypto.kdf import SESSION_ID_BYTES
 from secagg.crypto.randomness import RandomSource, system_random
 from secagg.errors import ConfigurationError
 from secagg.graph import GRAPH_SEED_BYTES, Graph, harary_graph
-from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
+from secagg.params import AdversaryClass, find_parameters, full_graph_parameters, minimum_threshold
 from secagg.quantize import Quantizer, check_bits
 
 PROTOCOL_VERSION = 1
@@ -43,13 +43,24 @@ class RoundConfig:
     graph_seed: bytes
     value_range: float
     levels: int
-    # Authenticated mode (SPEC section 12): adverts are signed with the clients' registered
-    # identity keys, and every party checks them. A client may require it.
+    # Authenticated mode (SPEC section 12): the config is signed by the operator, adverts by the
+    # clients' registered identity keys, and every party checks them. A client may require it.
     authenticated: bool = False
+    # What (k, t) were chosen against (params.find_parameters): every client recomputes the
+    # finder's answer from these and refuses a config that is weaker (``weakness``).
+    adversary: AdversaryClass = AdversaryClass.SEMI_HONEST
+    adversarial_rate: float = 0.0
+    dropout_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.authenticated, bool):
             raise ConfigurationError(f"authenticated must be a bool, got {self.authenticated!r}")
+        if not isinstance(self.adversary, AdversaryClass):
+            raise ConfigurationError(f"adversary must be an AdversaryClass, got {self.adversary!r}")
+        for name in ("adversarial_rate", "dropout_rate"):
+            rate = getattr(self, name)
+            if not isinstance(rate, float) or not 0.0 <= rate < 1.0:
+                raise ConfigurationError(f"{name} must be a float in [0, 1), got {rate!r}")
         if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
             raise ConfigurationError(f"session_id must be {SESSION_ID_BYTES} bytes")
         if not isinstance(self.graph_seed, bytes) or len(self.graph_seed) != GRAPH_SEED_BYTES:
@@ -94,6 +105,28 @@ class RoundConfig:
     def clients(self) -> range:
         return range(1, self.num_clients + 1)
 
+    def weakness(self) -> str | None:
+        """Why a client must refuse this config as weaker than the parameter finder gives for its
+        n, adversary class and rates, or None. Against a (semi-)malicious server 2t > k is
+        required (an honest holder never reveals both secrets of one peer, so no split of the
+        holders yields t shares of both), and a degree below the finder's breaks its bounds."""
+        n, k, t, cls = self.num_clients, self.degree, self.threshold, self.adversary
+        against = f"a {cls.value} server with adversarial rate {self.adversarial_rate}"
+        if cls is not AdversaryClass.SEMI_HONEST and 2 * t <= k:
+            return f"2t = {2 * t} <= k = {k}: the server could gather both secrets of a client"
+        try:
+            if k < n - 1:
+                found = find_parameters(n, self.adversarial_rate, self.dropout_rate, cls)
+                if k < found.degree:
+                    return (f"degree {k} is below {found.degree}, the least the parameter finder "
+                            f"allows for {n} clients, dropout rate {self.dropout_rate} and {against}")
+        except ConfigurationError as exc:
+            return f"its parameters are infeasible: {exc}"
+        least = minimum_threshold(n, k, self.adversarial_rate, cls)
+        if t < least:
+            return f"threshold {t} is below {least}, the least that keeps degree {k} private against {against}"
+        return None
+
     @property
     def max_dropouts(self) -> int:
         """Dropouts a client's neighbourhood tolerates before one of its secrets is lost."""
@@ -110,7 +143,7 @@ class RoundConfig:
         levels: int | None = None,
         adversarial_rate: float = 0.05,
         dropout_rate: float = 0.1,
-        adversary: AdversaryClass | str = AdversaryClass.SEMI_HONEST,
+        adversary: AdversaryClass | str | None = None,
         full_graph: bool = False,
         threshold: int | None = None,
         round: int = 0,
@@ -121,12 +154,19 @@ class RoundConfig:
     ) -> RoundConfig:
         """Pick the graph and threshold with the parameter finder, then build the config.
 
-        ``full_graph=True`` is original SecAgg (degree n - 1) and needs an explicit ``threshold``.
+        ``full_graph=True`` is original SecAgg (degree n - 1); its threshold defaults to two
+        thirds of n - 1, raised to what the adversary class needs. ``adversary`` defaults to
+        malicious for an authenticated round (what its checks are for), else semi-honest.
         """
         _check_int("num_clients", num_clients, MIN_CLIENTS, MAX_CLIENTS)
+        if adversary is None:
+            adversary = AdversaryClass.MALICIOUS if authenticated else AdversaryClass.SEMI_HONEST
+        adversary = AdversaryClass(adversary)
         if full_graph:
             if threshold is None:
-                threshold = max(2, math.ceil(2 * (num_clients - 1) / 3))
+                threshold = min(num_clients - 1, max(
+                    2, math.ceil(2 * (num_clients - 1) / 3),
+                    minimum_threshold(num_clients, num_clients - 1, adversarial_rate, adversary)))
             params = full_graph_parameters(num_clients, threshold, adversarial_rate, adversary)
         else:
             params = find_parameters(num_clients, adversarial_rate, dropout_rate, adversary)
@@ -153,11 +193,15 @@ class RoundConfig:
             value_range=float(value_range),
             levels=EXTERNAL_ENCODING if quantizer is None else quantizer.levels,
             authenticated=authenticated,
+            adversary=adversary,
+            adversarial_rate=float(adversarial_rate),
+            dropout_rate=float(params.dropout_rate if full_graph else dropout_rate),
         )
 
     def describe(self) -> str:
         return (
             f"session {self.session_id.hex()[:8]} round {self.round}: {self.num_clients} clients, "
             f"dim {self.dim}, ring Z_2^{self.bits}, degree {self.degree}, threshold {self.threshold}"
+            + f", against a {self.adversary.value} server"
             + (", authenticated" if self.authenticated else "")
         )

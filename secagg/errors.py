@@ -91,6 +91,16 @@ class Equivocation(RemoteProtocolError):
     """Two different frames for one slot (one party, one round): the sender is blamed."""
 
 
+class WeakConfig(InconsistentRequest):
+    """A round config weaker than the parameter finder gives for its n and adversary class (a
+    lowered degree or threshold, 2t <= k), or of a weaker adversary class than the client demands."""
+
+
+class ReplayedRound(InconsistentRequest):
+    """A round config for a (session, round) the client already took part in, or older: a server
+    replaying an old round to make the client contribute twice under fresh masks."""
+
+
 class InvalidPublicKey(RemoteProtocolError):
     """An advertised key that is not a canonical X25519 point, or is a low-order point."""
 

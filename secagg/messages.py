@@ -108,17 +108,21 @@ class Message:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdvertiseKeysRequest(Message):
-    """Round 0: the server announces the round's public configuration."""
+    """Round 0: the server announces the round's public configuration, in authenticated rounds
+    with the operator's signature over it (``keys.config_message``), which the server relays."""
 
     TYPE: ClassVar[int] = 1
     FROM_SERVER: ClassVar[bool] = True
     recipient: int
     config: RoundConfig
+    config_signature: bytes = b""
 
     def __post_init__(self) -> None:
         Message.__post_init__(self)
         if not isinstance(self.config, RoundConfig):
             raise _fail(self, "config must be a RoundConfig")
+        if not isinstance(self.config_signature, bytes) or len(self.config_signature) not in (0, SIGNATURE_BYTES):
+            raise _fail(self, f"config_signature must be {SIGNATURE_BYTES} bytes or absent")
         if (self.config.session_id, self.config.round) != (self.session_id, self.round):
             raise _fail(self, "config names another session or round than the message")
 

@@ -12,9 +12,12 @@ below 2^-sigma with sigma = 40, correctness failure below 2^-eta with eta = 20):
 3. a threshold t2 that the surviving neighbours of a client fall below only with probability
    2^-eta/n (hypergeometric lower tail),
 
-and t1 < t2; then t = max(t1 + 1, 2). Against a semi-malicious server t1 is raised to
+and t1 < t2; then t = max(t1 + 1, 2). Against a semi-malicious or malicious server t1 is raised to
 ceil((t1 + k - 1.25) / 2), so that 2t > k + (corrupt neighbours): a server can never gather both
-the self-mask shares and the key shares of one client. The tails are taken in log space
+the self-mask shares and the key shares of one client. Against a malicious server the corrupt
+clients may also withhold their shares, so the correctness bound counts only honest survivors
+(n - dropped - corrupt); this is the class the authenticated protocol is built for (SPEC
+section 14), and its full-graph rule is Bonawitz et al.'s t > (n + n_corrupt) / 2. The tails are taken in log space
 (log-pmf from math.lgamma, summed with logaddexp); plain cdf() underflows at these
 probabilities.
 """
@@ -38,6 +41,12 @@ _EPS = 1e-14
 class AdversaryClass(str, Enum):
     SEMI_HONEST = "semi-honest"
     SEMI_MALICIOUS = "semi-malicious"
+    MALICIOUS = "malicious"
+
+    @property
+    def strength(self) -> int:
+        """Order of the classes: a config for a stronger adversary protects against a weaker one."""
+        return list(AdversaryClass).index(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,15 +90,16 @@ def _check_rates(clients: int, adversarial_rate: float, dropout_rate: float, adv
             f"dropout rate {dropout_rate} = {adversarial_rate + dropout_rate:.4g} exceeds 0.9; "
             "lower one of them"
         )
-    if (
-        adversary is AdversaryClass.SEMI_MALICIOUS
-        and adversarial_rate + 2 * dropout_rate > 0.9 + _EPS
-    ):
-        raise ConfigurationError(
-            f"infeasible against a semi-malicious server: adversarial rate {adversarial_rate} + "
-            f"2 x dropout rate {dropout_rate} = {adversarial_rate + 2 * dropout_rate:.4g} "
-            "exceeds 0.9; lower one of them"
-        )
+    if adversary is not AdversaryClass.SEMI_HONEST:
+        # A malicious server's corrupt clients may also withhold their shares: they count as
+        # dropouts for correctness.
+        lost = dropout_rate + (adversarial_rate if adversary is AdversaryClass.MALICIOUS else 0.0)
+        if adversarial_rate + 2 * lost > 0.9 + _EPS:
+            raise ConfigurationError(
+                f"infeasible against a {adversary.value} server: adversarial rate "
+                f"{adversarial_rate} + 2 x {lost:.4g} (the clients it may lose) = "
+                f"{adversarial_rate + 2 * lost:.4g} exceeds 0.9; lower one of them"
+            )
 
 
 def _log_disconnect_probability(n: int, k: int, removed: int) -> float:
@@ -144,28 +154,56 @@ def _correctness_bound(n: int, survivors: int, k: int, log_bound: float) -> int:
     return int(np.flatnonzero(lower < log_bound)[-1])
 
 
+def _corrupt(n: int, adversarial_rate: float) -> int:
+    return math.floor(adversarial_rate * n + _EPS)
+
+
+def _shares_bound(n: int, k: int, corrupt: int, adversary: AdversaryClass) -> int:
+    """t1: the share count a server (with its corrupt clients) must never reach at degree k."""
+    t1 = _privacy_bound(n, corrupt, k, -(SIGMA + 1) * math.log(2) - math.log(n))
+    if adversary is not AdversaryClass.SEMI_HONEST:
+        t1 = math.ceil((t1 + k - 1.25) / 2)  # 2t > k + corrupt neighbours
+    return t1
+
+
+def minimum_threshold(
+    clients: int, degree: int, adversarial_rate: float, adversary: AdversaryClass | str
+) -> int:
+    """The least threshold that keeps a degree-``degree`` graph private against ``adversary``
+    with the given adversarial rate: what a client demands of an announced round config."""
+    adversary = AdversaryClass(adversary)
+    n = clients
+    corrupt = _corrupt(n, adversarial_rate)
+    if degree >= n - 1:  # Bonawitz et al.: t > n_corrupt, and t > (n + n_corrupt) / 2 if malicious
+        if adversary is AdversaryClass.SEMI_HONEST:
+            return max(2, corrupt + 1)
+        return max(2, (n + corrupt) // 2 + 1)
+    return max(_shares_bound(n, degree, corrupt, adversary) + 1, 2)
+
+
+@lru_cache(maxsize=64)
 def find_parameters(
     clients: int,
     adversarial_rate: float,
     dropout_rate: float,
     adversary: AdversaryClass | str = AdversaryClass.SEMI_HONEST,
 ) -> GraphParameters:
-    """The smallest even degree k (and its threshold t) that meets the bounds above."""
+    """The smallest even degree k (and its threshold t) that meets the bounds above. Cached: every
+    client of a round asks it again to check the announced config."""
     adversary = AdversaryClass(adversary)
     _check_rates(clients, adversarial_rate, dropout_rate, adversary)
     n = clients
-    corrupt = math.floor(adversarial_rate * n + _EPS)
+    corrupt = _corrupt(n, adversarial_rate)
     dropped = math.floor(dropout_rate * n + _EPS)
     survivors = math.ceil((1 - dropout_rate) * n - _EPS)
-    log_privacy = -(SIGMA + 1) * math.log(2) - math.log(n)
+    if adversary is AdversaryClass.MALICIOUS:
+        survivors -= corrupt  # corrupt clients may withhold their shares
     log_correctness = -ETA * math.log(2) - math.log(n)
 
     for k in range(2, n - 1, 2):
         if _log_disconnect_probability(n, k, corrupt + dropped) >= -(SIGMA + 1) * math.log(2):
             continue
-        t1 = _privacy_bound(n, corrupt, k, log_privacy)
-        if adversary is AdversaryClass.SEMI_MALICIOUS:
-            t1 = math.ceil((t1 + k - 1.25) / 2)
+        t1 = _shares_bound(n, k, corrupt, adversary)
         t2 = _correctness_bound(n, survivors, k, log_correctness)
         if t2 > t1:
             return GraphParameters(
@@ -201,12 +239,11 @@ def full_graph_parameters(
             f"threshold {threshold} must lie in [2, {n - 1}] (each client has n - 1 = {n - 1} "
             "share holders)"
         )
+    minimum = minimum_threshold(n, n - 1, adversarial_rate, adversary)
     if adversary is AdversaryClass.SEMI_HONEST:
-        minimum = math.ceil(adversarial_rate * n - _EPS) + 1
-        rule = f"t > ceil(gamma * n) = {minimum - 1}"
+        rule = f"t > n_corrupt = floor(gamma * n) = {minimum - 1}"
     else:
-        minimum = math.ceil((n + adversarial_rate * n) / 2 - _EPS) + 1
-        rule = f"t > ceil((n + gamma * n) / 2) = {minimum - 1}"
+        rule = f"t > (n + n_corrupt) / 2, n_corrupt = floor(gamma * n)"
     if threshold < minimum:
         raise ConfigurationError(
             f"threshold {threshold} is too low for privacy against a {adversary.value} server "

@@ -53,7 +53,7 @@ def simulate(
     levels: int | None = None,
     adversarial_rate: float = 0.05,
     dropout_rate: float | None = None,
-    adversary: str = "semi-honest",
+    adversary: str | None = None,
     full_graph: bool = False,
     threshold: int | None = None,
     seed: int | None = None,
@@ -89,7 +89,9 @@ def simulate(
     ``faults`` makes the network duplicate, delay and reorder frames; ``announce_losses`` tells
     the server of silent clients at once (``peer_lost``); ``tamper`` lets a test rewrite frames in
     flight (see ``InMemoryRouter``). ``authenticated`` runs the authenticated mode: a CA, an
-    identity key per client, each enrolled in an in-memory SQLite registry.
+    identity key per client, each enrolled in an in-memory SQLite registry, and a round config
+    signed by an operator key. ``adversary`` is the class (k, t) are planned against: default
+    malicious in authenticated mode, else semi-honest.
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)

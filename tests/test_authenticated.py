@@ -104,19 +104,30 @@ def test_a_revoked_client_is_excluded_by_name_and_the_round_stays_exact():
     assert np.array_equal(result.ring_sum, h.true_ring_sum(result.contributors))
 
 
-def test_signed_adverts_bind_session_round_and_signer():
+def test_signed_adverts_bind_the_signed_config_and_the_signer():
     from secagg.crypto import sign
     from secagg.protocol import keys
 
     config = RoundConfig.create(10, 4, dropout_rate=0.2, authenticated=True, rng=DeterministicRandom("bind"))
+    operator = ClientIdentity.generate(99)
+    signed = keys.sign_config(config, operator)
+    session = keys.session_hash(config, signed)
     key = ClientIdentity.generate(3)
     c_pk, s_pk = _fresh_x25519(), _fresh_x25519()
-    signature = key.sign(keys.advert_message(config, 3, c_pk, s_pk))
-    assert sign.verify(key.public_key_bytes, keys.advert_message(config, 3, c_pk, s_pk), signature)
-    for other in (replace(config, round=1), replace(config, session_id=bytes(16))):
+    signature = key.sign(keys.advert_message(session, 3, c_pk, s_pk))
+    assert sign.verify(key.public_key_bytes, keys.advert_message(session, 3, c_pk, s_pk), signature)
+    # Any change to the config (its round, session label, degree) or to its signature is another
+    # session hash, under which the advert does not verify.
+    others = [keys.session_hash(replace(config, round=1), signed),
+              keys.session_hash(replace(config, session_id=bytes(16)), signed),
+              keys.session_hash(replace(config, threshold=config.threshold + 1), signed),
+              keys.session_hash(config, keys.sign_config(config, ClientIdentity.generate(98))),
+              keys.session_hash(config)]
+    assert len(set(others) | {session}) == len(others) + 1
+    for other in others:
         assert not sign.verify(key.public_key_bytes, keys.advert_message(other, 3, c_pk, s_pk), signature)
-    assert not sign.verify(key.public_key_bytes, keys.advert_message(config, 4, c_pk, s_pk), signature)
-    assert not sign.verify(key.public_key_bytes, keys.advert_message(config, 3, s_pk, c_pk), signature)
+    assert not sign.verify(key.public_key_bytes, keys.advert_message(session, 4, c_pk, s_pk), signature)
+    assert not sign.verify(key.public_key_bytes, keys.advert_message(session, 3, s_pk, c_pk), signature)
     assert issubclass(BadSignature, Exception)
 
 

@@ -94,45 +94,72 @@ def test_mask_prg_refuses_bad_seed_and_buffer():
 
 
 def test_key_schedule_vectors():
+    from secagg.model_signing import operator_key_from_seed
+    from secagg.protocol.keys import config_message, session_hash, sign_config, pair_session
+    from secagg.codec import decode
+
     v = load_vectors("key_schedule.json")
-    ctx = dict(session_id=bytes.fromhex(v["session_id"]), round=v["round"])
-    a, b = bytes.fromhex(v["a_private"]), bytes.fromhex(v["b_private"])
-    assert kex.public_key(a).hex() == v["a_public"]
-    info = kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **ctx, client_a=3, client_b=9)
+    # The config is codec.json's AdvertiseKeysRequest's.
+    frame = next(f for f in load_vectors("codec.json")["vectors"] if f["type"] == "AdvertiseKeysRequest")
+    config = decode(bytes.fromhex(frame["frame"])).config
+    assert config_message(config).hex() == v["config_message"]
+    operator = operator_key_from_seed(bytes.fromhex(v["operator_seed"]))
+    assert sign_config(config, operator).hex() == v["config_signature"]  # Ed25519 is deterministic
+    session = session_hash(config, bytes.fromhex(v["config_signature"]))
+    assert session.hex() == v["session_hash"] and session_hash(config).hex() == v["session_hash_unsigned"]
+    priv = {n: bytes.fromhex(v[f"{n}_private"]) for n in ("a_c", "a_s", "b_c", "b_s")}
+    pub = {n: bytes.fromhex(v[f"{n}_public"]) for n in ("a_c", "a_s", "b_c", "b_s")}
+    assert all(kex.public_key(priv[n]) == pub[n] for n in priv)
+    pair = pair_session(session, 3, (pub["a_c"], pub["a_s"]), 9, (pub["b_c"], pub["b_s"]))
+    assert pair == pair_session(session, 9, (pub["b_c"], pub["b_s"]), 3, (pub["a_c"], pub["a_s"]))
+    assert pair.hex() == v["pair_session"]
+    info = kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, session=pair, client_a=3, client_b=9)
     assert info.hex() == v["pairwise_info"]
-    seed_ab = keys.pairwise_mask_seed(a, bytes.fromhex(v["b_public"]), **ctx, a=3, b=9)
-    seed_ba = keys.pairwise_mask_seed(b, bytes.fromhex(v["a_public"]), **ctx, a=9, b=3)
+    seed_ab = keys.pairwise_mask_seed(priv["a_s"], pub["b_s"], session=pair, a=3, b=9)
+    seed_ba = keys.pairwise_mask_seed(priv["b_s"], pub["a_s"], session=pair, a=9, b=3)
     assert seed_ab.hex() == seed_ba.hex() == v["pairwise_mask_seed"]
-    sealed = keys.seal_shares(bytes(range(72)), encryption_private_key=a,
-                              recipient_key=bytes.fromhex(v["b_public"]), **ctx, sender=3, recipient=9)
+    sealed = keys.seal_shares(bytes(range(72)), encryption_private_key=priv["a_c"],
+                              recipient_key=pub["b_c"], session=pair, sender=3, recipient=9)
     assert sealed.hex() == v["sealed_3_to_9"]
-    opened = keys.open_shares(sealed, encryption_private_key=b, sender_key=bytes.fromhex(v["a_public"]),
-                              **ctx, sender=3, recipient=9)
+    opened = keys.open_shares(sealed, encryption_private_key=priv["b_c"], sender_key=pub["a_c"],
+                              session=pair, sender=3, recipient=9)
     assert opened == bytes(range(72))
 
 
-def test_share_ciphertext_is_bound_to_direction_round_and_session():
+def test_share_ciphertext_is_bound_to_direction_and_session():
     rng = DeterministicRandom("binding")
     a, b = rng(32), rng(32)
-    ctx = dict(session_id=bytes(16), round=1)
     sealed = keys.seal_shares(b"x" * 72, encryption_private_key=a, recipient_key=kex.public_key(b),
-                              **ctx, sender=1, recipient=2)
-    for changed in (dict(sender=2, recipient=1), dict(round=2), dict(session_id=b"\x01" * 16)):
-        args = {**ctx, "sender": 1, "recipient": 2, **changed}
+                              session=bytes(32), sender=1, recipient=2)
+    for changed in (dict(sender=2, recipient=1), dict(session=b"\x01" * 32)):
+        args = {"session": bytes(32), "sender": 1, "recipient": 2, **changed}
         with pytest.raises(CryptoError):
             keys.open_shares(sealed, encryption_private_key=b, sender_key=kex.public_key(a), **args)
 
 
+def test_the_pair_session_changes_with_every_key_and_the_config():
+    from secagg.protocol.keys import pair_session
+
+    k = [bytes([i]) * 32 for i in range(4)]
+    base = pair_session(bytes(32), 1, (k[0], k[1]), 2, (k[2], k[3]))
+    others = {pair_session(bytes(32), 1, (k[0], k[1]), 2, (k[2], k[0])),
+              pair_session(bytes(32), 1, (k[1], k[1]), 2, (k[2], k[3])),
+              pair_session(b"\x01" * 32, 1, (k[0], k[1]), 2, (k[2], k[3])),
+              pair_session(bytes(32), 1, (k[0], k[1]), 3, (k[2], k[3]))}
+    assert base not in others and len(others) == 4
+
+
 def test_context_info_is_injective_across_fields():
-    base = dict(session_id=bytes(16), round=1, client_a=2, client_b=3)
+    base = dict(session=bytes(32), client_a=2, client_b=3)
     infos = {
         kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **base),
         kdf.context_info(kdf.PURPOSE_SHARE_ENCRYPTION, **base),
-        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "round": 2}),
         kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "client_a": 3, "client_b": 2}),
-        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "session_id": b"\x01" + bytes(15)}),
+        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "session": b"\x01" + bytes(31)}),
     }
-    assert len(infos) == 5
+    assert len(infos) == 4
+    with pytest.raises(ValueError, match="32-byte"):
+        kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **{**base, "session": bytes(16)})
 
 
 def test_deterministic_random_is_reproducible_and_forks_independently():
@@ -162,12 +189,11 @@ def test_ed25519_rfc8032_test_1():
 def test_signed_contexts_differ_by_every_field():
     from secagg.crypto.sign import signed_context
 
-    base = dict(session_id=bytes(16), round=1, signer=2)
+    base = dict(session=bytes(32), signer=2)
     contexts = {
         signed_context(b"advert", **base),
         signed_context(b"survivors", **base),
-        signed_context(b"advert", **{**base, "session_id": b"\x01" * 16}),
-        signed_context(b"advert", **{**base, "round": 2}),
+        signed_context(b"advert", **{**base, "session": b"\x01" * 32}),
         signed_context(b"advert", **{**base, "signer": 3}),
     }
-    assert len(contexts) == 5
+    assert len(contexts) == 4

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from secagg.errors import ConfigurationError
-from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
+from secagg.params import AdversaryClass, find_parameters, full_graph_parameters, minimum_threshold
 
 from conftest import load_vectors
 
@@ -32,8 +32,31 @@ def test_infeasible_inputs_are_refused_with_a_reason(case):
 
 
 def test_semi_malicious_says_which_inequality_failed():
-    with pytest.raises(ConfigurationError, match=r"2 x dropout rate"):
+    with pytest.raises(ConfigurationError, match=r"semi-malicious server: adversarial rate 0.33 \+ 2 x 0.33"):
         find_parameters(1000, 0.33, 0.33, AdversaryClass.SEMI_MALICIOUS)
+    # A malicious server's corrupt clients may withhold shares: they count as lost clients.
+    find_parameters(1000, 0.2, 0.2, AdversaryClass.SEMI_MALICIOUS)
+    with pytest.raises(ConfigurationError, match=r"malicious server: adversarial rate 0.2 \+ 2 x 0.4"):
+        find_parameters(1000, 0.2, 0.2, AdversaryClass.MALICIOUS)
+
+
+@pytest.mark.parametrize("n", [30, 100, 1000, 10_000])
+def test_the_malicious_class_keeps_2t_above_k_and_counts_withheld_shares(n):
+    """Against a malicious server 2t > k (no split of a client's holders yields t shares of both
+    its secrets), and t is reachable by the honest survivors alone: the correctness bound counts
+    n - dropped - corrupt, so k is at least the semi-malicious k."""
+    semi = find_parameters(n, 0.05, 0.1, AdversaryClass.SEMI_MALICIOUS)
+    mal = find_parameters(n, 0.05, 0.1, AdversaryClass.MALICIOUS)
+    assert 2 * mal.threshold > mal.degree >= semi.degree
+    assert minimum_threshold(n, mal.degree, 0.05, "malicious") == mal.threshold
+    assert AdversaryClass.MALICIOUS.strength > AdversaryClass.SEMI_MALICIOUS.strength > AdversaryClass.SEMI_HONEST.strength
+
+
+def test_the_full_graph_rule_against_a_malicious_server_is_t_above_half_of_n_plus_corrupt():
+    # n = 10, n_corrupt = 2: t > 6.
+    assert minimum_threshold(10, 9, 0.2, "malicious") == 7
+    assert minimum_threshold(5, 4, 0.0, "malicious") == 3
+    assert minimum_threshold(10, 9, 0.2, "semi-honest") == 3
 
 
 def test_no_degree_below_full_graph_is_refused_clearly():
@@ -54,7 +77,7 @@ def test_full_graph_threshold_validation():
         full_graph_parameters(10, 2, adversarial_rate=0.2)
     with pytest.raises(ConfigurationError, match=r"\[2, 9\]"):
         full_graph_parameters(10, 10)
-    with pytest.raises(ConfigurationError, match="semi-malicious"):
+    with pytest.raises(ConfigurationError, match=r"semi-malicious.*t >= 7"):
         full_graph_parameters(10, 6, adversarial_rate=0.2, adversary="semi-malicious")
     assert full_graph_parameters(10, 7, adversarial_rate=0.2, adversary="semi-malicious").threshold == 7
 

@@ -138,7 +138,7 @@ def _split_view_attack(config, h, requests, u):
         if len(self_shares) >= t and len(key_shares) >= t:
             b_u = shamir.reconstruct(self_shares[:t], t)
             s_u = shamir.reconstruct(key_shares[:t], t)
-            if (self_mask_commitment(b_u, config, u) == h.server._commitments[u]
+            if (self_mask_commitment(b_u, h.server._session, u) == h.server._commitments[u]
                     and kex.public_key(s_u) == h.server._advertised[u].mask_key):
                 best = (b_u, s_u)
     return best

@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """Check transcript.json independently of secagg: recompute every masked input.
 
-Uses only the standard library and pyca/cryptography, and reads the frames as bytes (no CBOR
-decoder): an AdvertiseKeys frame ends with the sender's 32-byte mask public key and then its
-signature (an empty byte string, one byte of CBOR, or 64 bytes behind a 2-byte head in an
-authenticated round), and a MaskedInput frame ends with its packed ring vector (SPEC.md sections 6
-and 7). In an authenticated transcript it also checks every advert's Ed25519 signature. For each client u
-whose masked input is in the transcript it computes
+Uses only the standard library and pyca/cryptography. Frames are read as bytes with a CBOR
+*skipper* of a dozen lines (it finds where each top-level item of a frame starts and ends; it
+builds no values): the AdvertiseKeysRequest's config array and signature, each AdvertiseKeys's
+two keys and signature, and each MaskedInput's packed ring vector (SPEC.md sections 6 and 7).
+From them it computes the session hash
+
+    H = SHA-256("secagg/1 session" || "secagg/1 config" || 0x83 || sid || round || config || sig)
+
+(in an authenticated transcript it first checks the operator's signature over the config, and
+every advert's Ed25519 signature over H and the two keys); then, for each client u whose masked
+input is in the transcript,
 
     q_u = floor(v) + [U < v - floor(v)],  v = (x + R) / (2R) * L,  U = top 53 bits of PRG(rounding_key)
-    y_u = q_u + PRG(b_u) + sum_{v != u, v in U2} sign(u, v) PRG(HKDF(X25519(s_u, s_v^PK)))  mod 2^b
+    y_u = q_u + PRG(b_u) + sum_{v != u, v in U2} sign(u, v) PRG(HKDF(X25519(s_u, s_v^PK), pair(H, u, v)))
 
-and compares it with the frame; then checks ring_sum = sum of q_u over the contributors.
+mod 2^b, and compares it with the frame; then checks ring_sum = sum of q_u over the contributors.
 
     python3 protocol_spec/vectors/check_transcript.py [transcript.json]
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -42,12 +48,60 @@ def prg_words(seed: bytes, count: int, bits: int) -> list[int]:
     return [w & ((1 << bits) - 1) for w in words]
 
 
-def pairwise_seed(private: bytes, peer_public: bytes, session: bytes, rnd: int, a: int, b: int) -> bytes:
+def item_end(data: bytes, pos: int) -> int:
+    """Where the CBOR item starting at ``pos`` ends (definite lengths, as canonical CBOR has)."""
+    head, pos = data[pos], pos + 1
+    major, info = head >> 5, head & 31
+    arg = info
+    if 24 <= info <= 27:
+        width = 1 << (info - 24)
+        arg, pos = int.from_bytes(data[pos:pos + width], "big"), pos + width
+    elif info > 27:
+        raise ValueError("not a definite-length item")
+    if major in (2, 3):  # byte or text string
+        return pos + arg
+    if major == 4:  # array
+        for _ in range(arg):
+            pos = item_end(data, pos)
+    return pos  # integers, floats (their bytes were the argument)
+
+
+def items(frame: bytes) -> list[bytes]:
+    """The encoded top-level items of a frame (a CBOR array)."""
+    out, pos = [], 1 + (frame[0] & 31 >= 24)
+    while pos < len(frame):
+        end = item_end(frame, pos)
+        out.append(frame[pos:end])
+        pos = end
+    return out
+
+
+def content(item: bytes) -> bytes:
+    """The bytes of an encoded byte string."""
+    info = item[0] & 31
+    return item[1 + (0 if info < 24 else 1 << (info - 24)):]
+
+
+def pair_session(session: bytes, adverts: dict, a: int, b: int) -> bytes:
+    lo, hi = min(a, b), max(a, b)
+    return hashlib.sha256(b"secagg/1 pair" + session + lo.to_bytes(4, "big") + b"".join(adverts[lo])
+                          + hi.to_bytes(4, "big") + b"".join(adverts[hi])).digest()
+
+
+def pairwise_seed(private: bytes, peer_public: bytes, pair: bytes, a: int, b: int) -> bytes:
     shared = X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
     purpose = b"pairwise-mask"
-    info = (b"secagg/1" + bytes((len(purpose),)) + purpose + session + rnd.to_bytes(8, "big")
+    info = (b"secagg/1" + bytes((len(purpose),)) + purpose + pair
             + min(a, b).to_bytes(4, "big") + max(a, b).to_bytes(4, "big"))
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+
+def verifies(public: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        return True
+    except Exception:  # noqa: BLE001 - any failure is a failure
+        return False
 
 
 def quantise(x: list[float], value_range: float, levels: int, rounding_key: bytes) -> list[int]:
@@ -65,24 +119,31 @@ def main(path: str) -> int:
     vec = json.loads(Path(path).read_text())
     params, frames = vec["parameters"], vec["frames"]
     bits, dim, levels = params["bits"], params["dim"], vec["levels"]
-    session, rnd = bytes.fromhex(vec["session_id"]), vec["round"]
     modulus = 1 << bits
     signed = params.get("authenticated", False)
-    tail = 2 + 64 if signed else 1  # the signature field after the mask key
-    adverts = {f["sender"]: bytes.fromhex(f["frame"]) for f in frames if f["type"] == "AdvertiseKeys"}
-    mask_keys = {u: frame[-(tail + 32):-tail] for u, frame in adverts.items()}
     failures = 0
-    for u, frame in adverts.items() if signed else ():
-        context = (b"secagg/1 sig" + bytes((6,)) + b"advert" + session + rnd.to_bytes(8, "big")
-                   + u.to_bytes(4, "big"))
-        message = context + frame[-(tail + 32 + 2 + 32):-(tail + 32 + 2)] + mask_keys[u]
-        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(vec["identity_keys"][str(u)]))
-        try:
-            public.verify(frame[-64:], message)
-            print(f"client {u}: advert signature verifies")
-        except Exception:  # noqa: BLE001 - any failure is a failure
-            failures += 1
-            print(f"client {u}: advert signature DOES NOT VERIFY")
+    # [version, type, session label, round, sender, recipient, config, config signature]
+    request = items(bytes.fromhex(next(f["frame"] for f in frames if f["type"] == "AdvertiseKeysRequest")))
+    config_message = b"secagg/1 config" + b"\x83" + request[2] + request[3] + request[6]
+    config_signature = content(request[7])
+    session = hashlib.sha256(b"secagg/1 session" + config_message + config_signature).digest()
+    if signed:
+        ok = verifies(bytes.fromhex(vec["operator_public_key"]), config_signature, config_message)
+        failures += not ok
+        print(f"round config: operator signature {'verifies' if ok else 'DOES NOT VERIFY'}")
+    adverts, advert_signatures = {}, {}
+    for f in frames:
+        if f["type"] == "AdvertiseKeys":  # [..., encryption key, mask key, signature]
+            fields = items(bytes.fromhex(f["frame"]))
+            adverts[f["sender"]] = (content(fields[5]), content(fields[6]))
+            advert_signatures[f["sender"]] = content(fields[7])
+    mask_keys = {u: pair[1] for u, pair in adverts.items()}
+    for u in sorted(adverts) if signed else ():
+        message = (b"secagg/1 sig" + bytes((6,)) + b"advert" + session + u.to_bytes(4, "big")
+                   + adverts[u][0] + adverts[u][1])
+        ok = verifies(bytes.fromhex(vec["identity_keys"][str(u)]), advert_signatures[u], message)
+        failures += not ok
+        print(f"client {u}: advert signature {'verifies' if ok else 'DOES NOT VERIFY'}")
     u2 = sorted(f["sender"] for f in frames if f["type"] == "ShareKeys")
     packed_bytes = -(-dim * bits // 8)
     total = [0] * dim
@@ -98,7 +159,8 @@ def main(path: str) -> int:
         for v in u2:
             if v == u:
                 continue
-            seed = pairwise_seed(bytes.fromhex(secrets["mask_private_key"]), mask_keys[v], session, rnd, u, v)
+            seed = pairwise_seed(bytes.fromhex(secrets["mask_private_key"]), mask_keys[v],
+                                 pair_session(session, adverts, u, v), u, v)
             sign = 1 if u < v else -1
             y = [(yi + sign * m) % modulus for yi, m in zip(y, prg_words(seed, dim, bits))]
         ok = y == sent

@@ -20,6 +20,7 @@ from secagg import codec
 from secagg.config import RoundConfig
 from secagg.crypto import kdf, prg, shamir
 from secagg.crypto.randomness import DeterministicRandom
+from secagg.params import AdversaryClass
 from secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -39,6 +40,7 @@ from secagg.messages import (
 )
 from secagg.protocol import keys
 from secagg.identity import ClientIdentity
+from secagg.sim.scenario import operator_key
 from secagg.simulate import Stage, simulate
 
 HERE = Path(__file__).parent
@@ -64,31 +66,40 @@ def mask_prg() -> dict:
 
 def key_schedule() -> dict:
     rng = DeterministicRandom("key-schedule vectors")
-    a_private, b_private = rng(32), rng(32)
+    a_c, a_s, b_c, b_s = rng(32), rng(32), rng(32), rng(32)
     from secagg.crypto import kex
+    from secagg.model_signing import operator_key_from_seed
 
-    a_public, b_public = kex.public_key(a_private), kex.public_key(b_private)
-    ctx = dict(session_id=SESSION, round=7)
-    info = kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, **ctx, client_a=3, client_b=9)
+    pub = {name: kex.public_key(k) for name, k in (("a_c", a_c), ("a_s", a_s), ("b_c", b_c), ("b_s", b_s))}
+    config = codec_config()
+    operator_seed = rng(32)
+    operator = operator_key_from_seed(operator_seed)
+    signature = keys.sign_config(config, operator)
+    session = keys.session_hash(config, signature)
+    pair = keys.pair_session(session, 3, (pub["a_c"], pub["a_s"]), 9, (pub["b_c"], pub["b_s"]))
     return {
-        "source": "secagg reference implementation (SPEC.md, Key schedule). Private keys from "
-        "DeterministicRandom('key-schedule vectors').",
-        "session_id": SESSION.hex(),
-        "round": 7,
+        "source": "secagg reference implementation (SPEC.md, Key schedule). Private keys and the "
+        "operator's Ed25519 seed from DeterministicRandom('key-schedule vectors'); the config is "
+        "codec.json's. Client a is 3, client b is 9.",
+        "config_message": keys.config_message(config).hex(),
+        "operator_seed": operator_seed.hex(),
+        "operator_public_key": operator.public_key().public_bytes_raw().hex(),
+        "config_signature": signature.hex(),
+        "session_hash": session.hex(),
+        "session_hash_unsigned": keys.session_hash(config).hex(),
         "client_a": 3,
         "client_b": 9,
-        "a_private": a_private.hex(),
-        "a_public": a_public.hex(),
-        "b_private": b_private.hex(),
-        "b_public": b_public.hex(),
-        "pairwise_info": info.hex(),
-        "pairwise_mask_seed": keys.pairwise_mask_seed(a_private, b_public, **ctx, a=3, b=9).hex(),
+        **{f"{name}_private": k.hex() for name, k in (("a_c", a_c), ("a_s", a_s), ("b_c", b_c), ("b_s", b_s))},
+        **{f"{name}_public": k.hex() for name, k in pub.items()},
+        "pair_session": pair.hex(),
+        "pairwise_info": kdf.context_info(kdf.PURPOSE_PAIRWISE_MASK, session=pair, client_a=3, client_b=9).hex(),
+        "pairwise_mask_seed": keys.pairwise_mask_seed(a_s, pub["b_s"], session=pair, a=3, b=9).hex(),
         "share_encryption_info_3_to_9": kdf.context_info(
-            kdf.PURPOSE_SHARE_ENCRYPTION, **ctx, client_a=3, client_b=9
+            kdf.PURPOSE_SHARE_ENCRYPTION, session=pair, client_a=3, client_b=9
         ).hex(),
         "sealed_3_to_9": keys.seal_shares(
-            bytes(range(72)), encryption_private_key=a_private, recipient_key=b_public,
-            **ctx, sender=3, recipient=9,
+            bytes(range(72)), encryption_private_key=a_c, recipient_key=pub["b_c"],
+            session=pair, sender=3, recipient=9,
         ).hex(),
     }
 
@@ -121,15 +132,20 @@ def bitpack() -> dict:
     }
 
 
+def codec_config() -> RoundConfig:
+    return RoundConfig(
+        session_id=SESSION, round=3, num_clients=5, dim=4, bits=13, degree=4, threshold=3,
+        graph_seed=bytes(range(32)), value_range=1.0, levels=1638, authenticated=True,
+        adversary=AdversaryClass.MALICIOUS, adversarial_rate=0.2, dropout_rate=0.0,
+    )
+
+
 def codec_vectors() -> dict:
     rng = DeterministicRandom("codec vectors")
-    config = RoundConfig(
-        session_id=SESSION, round=3, num_clients=5, dim=4, bits=13, degree=4, threshold=3,
-        graph_seed=bytes(range(32)), value_range=1.0, levels=1638,
-    )
+    config = codec_config()
     head = dict(session_id=SESSION, round=3)
     msgs = [
-        AdvertiseKeysRequest(**head, sender=0, recipient=2, config=config),
+        AdvertiseKeysRequest(**head, sender=0, recipient=2, config=config, config_signature=rng(64)),
         AdvertiseKeys(**head, sender=2, encryption_key=rng(32), mask_key=rng(32), signature=rng(64)),
         ShareKeysRequest(**head, sender=0, recipient=2, neighbour_keys=(
             NeighbourKeys(client=1, encryption_key=rng(32), mask_key=rng(32), signature=rng(64)),)),
@@ -204,6 +220,8 @@ def transcript(authenticated: bool = False) -> dict:
         "parameters": params,
         "session_id": config.session_id.hex(),
         "round": config.round,
+        **({"operator_public_key": operator_key(DeterministicRandom(TRANSCRIPT_LABEL))
+            .public_key().public_bytes_raw().hex()} if authenticated else {}),
         "levels": config.levels,
         "inputs": {str(c): v for c, v in transcript_inputs().items()},
         "secrets": {str(c): client_secrets(c) for c in range(1, 6)},

@@ -7,7 +7,7 @@ small-order keys and non-canonical signatures. It returns a bool, never raises f
 signature or a malformed key, so a caller decides whom to blame. ``secagg.identity`` re-exports
 it as ``verify_signature``: the one signature check of the whole library. Every signed
 message starts with a fixed-width, purpose-labelled context (:func:`signed_context`), so a
-signature made for one purpose, session, round or signer can never stand for another.
+signature made for one purpose, round config or signer can never stand for another.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Protocol
 import nacl.exceptions
 import nacl.signing
 
-from secagg.crypto.kdf import PROTOCOL_LABEL, SESSION_ID_BYTES
+from secagg.crypto.kdf import PROTOCOL_LABEL, SESSION_HASH_BYTES
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -44,9 +44,10 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
-def signed_context(purpose: bytes, *, session_id: bytes, round: int, signer: int) -> bytes:
-    """``"secagg/1 sig" || len(purpose) || purpose || session_id || round:u64 || signer:u32``."""
-    if len(session_id) != SESSION_ID_BYTES or not 0 < len(purpose) < 256:
-        raise ValueError("a signed context needs a 16-byte session id and a 1-255 byte purpose")
-    return b"".join((PROTOCOL_LABEL, b" sig", bytes((len(purpose),)), purpose, session_id,
-                     round.to_bytes(8, "big"), signer.to_bytes(4, "big")))
+def signed_context(purpose: bytes, *, session: bytes, signer: int) -> bytes:
+    """``"secagg/1 sig" || len(purpose) || purpose || session:32 || signer:u32``; ``session`` is
+    the round's session hash (``protocol.keys.session_hash``), which covers its session and round."""
+    if len(session) != SESSION_HASH_BYTES or not 0 < len(purpose) < 256:
+        raise ValueError("a signed context needs a 32-byte session hash and a 1-255 byte purpose")
+    return b"".join((PROTOCOL_LABEL, b" sig", bytes((len(purpose),)), purpose, session,
+                     signer.to_bytes(4, "big")))

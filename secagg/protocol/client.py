@@ -4,7 +4,9 @@ Theory of operation (Bonawitz et al. 2017, Fig. 4; Bell et al. 2020, Alg. 2). Th
 rows of ``rounds.ROUNDS``; the client answers round i's request in ``_on_<key>``:
 
 1. AdvertiseKeysRequest: check the announced configuration against this client's limits before
-   any work that grows with it, then make two X25519 key pairs: c (to encrypt shares) and s (to
+   any work that grows with it; check that it is not weaker than the parameter finder gives for
+   its n and adversary class, that the operator signed it (authenticated rounds) and that it is
+   not a round this client already joined (with a ``RoundLedger``). Then make two X25519 key pairs: c (to encrypt shares) and s (to
    agree pairwise mask seeds). Send both public keys.
 2. ShareKeysRequest: check every relayed key (a valid, non-low-order point) and that the senders
    are graph neighbours, at least t of them. Draw the self-mask seed b; Shamir-share b and s t-of-k
@@ -44,6 +46,8 @@ from secagg.crypto.kdf import PURPOSE_SELF_MASK_COMMITMENT, derive_key
 from secagg.crypto.randomness import RandomSource, fork, system_random
 from secagg.errors import (
     BadSignature,
+    ReplayedRound,
+    WeakConfig,
     ConfigurationError,
     CryptoError,
     Equivocation,
@@ -72,7 +76,9 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.params import AdversaryClass
 from secagg.protocol import keys
+from secagg.protocol.ledger import RoundLedger
 from secagg.protocol.masking import apply_masks
 from secagg.protocol.rounds import (
     CLIENT_AWAIT,
@@ -129,6 +135,9 @@ class Client:
         signing_key: Signer | None = None,
         identities: Callable[[int], bytes] | None = None,
         require_authenticated: bool = False,
+        operator_key: bytes | None = None,
+        ledger: RoundLedger | None = None,
+        min_adversary: AdversaryClass | str | None = None,
     ) -> None:
         """``input_vector``: the update, or a zero-argument callable that makes it when the round
         needs it (a simulated client's training). ``encoder``: turns the update into a ring
@@ -137,7 +146,11 @@ class Client:
         Authenticated rounds: ``signing_key`` is this client's registered identity key, and
         ``identities(client) -> verify key`` the registry's view, with which it checks every
         neighbour's signed advert. With ``require_authenticated`` it refuses a round the server
-        announces without authentication (a downgrade)."""
+        announces without authentication (a downgrade). ``operator_key`` is the operator's raw
+        32-byte Ed25519 key: a client that has one refuses a config the operator did not sign
+        (authenticated rounds need it). ``ledger`` remembers the rounds this client joined, so a
+        replayed round is refused. ``min_adversary``: the weakest adversary class a config may be
+        planned against (default malicious with ``require_authenticated``, else any)."""
         if not isinstance(client_id, int) or isinstance(client_id, bool) or client_id < 1:
             raise ConfigurationError(f"client id must be a positive integer, got {client_id!r}")
         self.id = client_id
@@ -152,6 +165,14 @@ class Client:
         self._signing_key = signing_key
         self._identities = identities and memo_lookup(identities)
         self._require_authenticated = require_authenticated
+        self._operator_key = operator_key
+        self._ledger = ledger
+        if min_adversary is None:
+            min_adversary = AdversaryClass.MALICIOUS if require_authenticated else AdversaryClass.SEMI_HONEST
+        self._min_adversary = AdversaryClass(min_adversary)
+        self._session = b""  # keys.session_hash of the accepted config
+        self._advert: tuple[bytes, bytes] = (b"", b"")  # our (c, s) public keys
+        self._pair_sessions: dict[int, bytes] = {}
         self._raw_input = input_vector
         self._encoder = encoder if encoder is not None else RangeEncoder(fork(rng, "quantize"))
         self._digest = FrameDigest(fork(rng, "frame_digest"))
@@ -311,9 +332,24 @@ class Client:
         if self._require_authenticated and not config.authenticated:
             raise self._refuse(msg, "the round is announced without authentication; this client "
                                     "requires signed adverts")
-        if config.authenticated and (self._signing_key is None or self._identities is None):
-            raise self._local("the round is authenticated: give the client its signing_key and "
-                              "the registry's identities lookup")
+        if config.authenticated and (self._signing_key is None or self._identities is None
+                                     or self._operator_key is None):
+            raise self._local("the round is authenticated: give the client its signing_key, the "
+                              "registry's identities lookup and the operator's key")
+        if config.adversary.strength < self._min_adversary.strength:
+            raise self._refuse(msg, f"it is planned against a {config.adversary.value} server; this "
+                                    f"client demands at least {self._min_adversary.value}", WeakConfig)
+        if self._operator_key is not None:
+            fault = keys.config_signature_fault(config, msg.config_signature, self._operator_key)
+            if fault:
+                raise self._refuse(msg, fault, BadSignature)
+        weakness = config.weakness()
+        if weakness:
+            raise self._refuse(msg, weakness, WeakConfig)
+        if self._ledger is not None:
+            replay = self._ledger.fault(config.session_id, config.round)
+            if replay:
+                raise self._refuse(msg, replay, ReplayedRound)
         self.config = config
         try:
             if hasattr(self._encoder, "prepare"):
@@ -323,6 +359,8 @@ class Client:
             # Commits to the round (a privacy budget is charged): after the input is known to be
             # usable, so a refused input costs nothing, and before anything is sent.
             self._encoder.begin_round(config, self.id)
+            if self._ledger is not None:
+                self._ledger.record(config.session_id, config.round)
         except LocalProtocolError as exc:
             self.config = None  # nothing was sent: the client may be given another round
             if exc.client is None:
@@ -332,9 +370,11 @@ class Client:
         c_private, c_public = kex.generate_keypair(fork(self._rng, "encryption_key"))
         self._s_private, s_public = kex.generate_keypair(fork(self._rng, "mask_key"))
         self._c_key, self._s_key = kex.load_private(c_private), kex.load_private(self._s_private)
+        self._session = keys.session_hash(config, msg.config_signature)
+        self._advert = (c_public, s_public)
         signature = b""
         if config.authenticated:
-            signature = self._signing_key.sign(keys.advert_message(config, self.id, c_public, s_public))
+            signature = self._signing_key.sign(keys.advert_message(self._session, self.id, c_public, s_public))
         return AdvertiseKeys(**self._header(), encryption_key=c_public, mask_key=s_public,
                              signature=signature)
 
@@ -356,13 +396,17 @@ class Client:
                     raise self._refuse(msg, f"the server relayed client {k.client}'s {what} key, "
                                             f"which is {fault}")
             if config.authenticated:
-                fault = advert_fault(self._identities, config, k.client, k.encryption_key,
+                fault = advert_fault(self._identities, self._session, k.client, k.encryption_key,
                                      k.mask_key, k.signature)
                 if fault:
                     raise self._refuse(msg, f"the advert relayed for client {k.client}: {fault} "
                                             "(a substituted key, or a server relaying a forgery)",
                                        BadSignature)
         self._neighbour_keys = {k.client: (k.encryption_key, k.mask_key) for k in msg.neighbour_keys}
+        self._pair_sessions = {
+            v: keys.pair_session(self._session, self.id, self._advert, v, pair)
+            for v, pair in self._neighbour_keys.items()
+        }
         self._self_mask_seed = fork(self._rng, "self_mask_seed")(prg.SEED_BYTES)
         shares = shamir.split(
             [self._self_mask_seed, self._s_private], offered, config.threshold,
@@ -375,12 +419,12 @@ class Client:
                     holder[0] + holder[1],
                     encryption_private_key=self._c_key,
                     recipient_key=self._neighbour_keys[v][0],
-                    session_id=config.session_id, round=config.round, sender=self.id, recipient=v,
+                    session=self._pair_sessions[v], sender=self.id, recipient=v,
                 ),
             )
             for v, holder in zip(offered, shares)
         )
-        commitment = self_mask_commitment(self._self_mask_seed, config, self.id)
+        commitment = self_mask_commitment(self._self_mask_seed, self._session, self.id)
         return ShareKeys(**self._header(), self_mask_commitment=commitment, encrypted_shares=encrypted)
 
     def _on_masked_input(self, msg: MaskedInputRequest) -> Message:
@@ -405,7 +449,7 @@ class Client:
                     e.ciphertext,
                     encryption_private_key=self._c_key,
                     sender_key=self._neighbour_keys[e.peer][0],
-                    session_id=config.session_id, round=config.round, sender=e.peer, recipient=self.id,
+                    session=self._pair_sessions[e.peer], sender=e.peer, recipient=self.id,
                 )
             except CryptoError:
                 complaints.append(e.peer)  # the sender's fault (or the server's): blame, hold nothing
@@ -416,7 +460,7 @@ class Client:
             (
                 keys.pairwise_mask_seed(
                     self._s_key, self._neighbour_keys[peer][1],
-                    session_id=config.session_id, round=config.round, a=self.id, b=peer,
+                    session=self._pair_sessions[peer], a=self.id, b=peer,
                 ),
                 keys.mask_sign(self.id, peer),
             )
@@ -437,7 +481,7 @@ class Client:
             raise self._refuse(msg, f"only {len(survivors)} survivors; threshold is {self.config.threshold}")
         self._survivors = survivors
         self._survivor_bytes = keys.survivor_set_bytes(survivors)
-        signature = self._signing_key.sign(keys.survivors_message(self.config, self.id, self._survivor_bytes))
+        signature = self._signing_key.sign(keys.survivors_message(self._session, self.id, self._survivor_bytes))
         return ConsistencyCheck(**self._header(), signature=signature)
 
     def _check_consistency(self, msg: UnmaskRequest) -> None:
@@ -456,7 +500,7 @@ class Client:
             except SecAggError as exc:
                 raise self._refuse(msg, f"the registry does not vouch for signer {s.peer}: {exc}",
                                    BadSignature) from None
-            if not sign.verify(verify_key, keys.survivors_message(config, s.peer, self._survivor_bytes),
+            if not sign.verify(verify_key, keys.survivors_message(self._session, s.peer, self._survivor_bytes),
                                s.signature):
                 raise self._refuse(msg, f"client {s.peer}'s signature is not over the survivor set "
                                         "this client signed (a split view)", BadSignature)
@@ -505,25 +549,24 @@ def memo_lookup(lookup: Callable[[int], bytes]) -> Callable[[int], bytes]:
     return cached
 
 
-def advert_fault(identities: Callable[[int], bytes], config: RoundConfig, client: int,
+def advert_fault(identities: Callable[[int], bytes], session: bytes, client: int,
                  encryption_key: bytes, mask_key: bytes, signature: bytes) -> str | None:
     """Why an authenticated advert does not stand, or None: the registry does not vouch for the
-    signer, the signature is missing, or it does not verify over (session, round, both keys)."""
+    signer, the signature is missing, or it does not verify over (session hash, both keys)."""
     if not signature:
         return "its advert is not signed"
     try:
         verify_key = identities(client)
     except SecAggError as exc:
         return f"the registry does not vouch for it: {exc}"
-    if not sign.verify(verify_key, keys.advert_message(config, client, encryption_key, mask_key), signature):
+    if not sign.verify(verify_key, keys.advert_message(session, client, encryption_key, mask_key), signature):
         return "its advert's signature does not verify under its registered key"
     return None
 
 
-def self_mask_commitment(seed: bytes, config: RoundConfig, client: int) -> bytes:
-    """HKDF(b_u, "self-mask-commitment", session, round, u, 0): binds b_u without revealing it."""
-    return derive_key(seed, PURPOSE_SELF_MASK_COMMITMENT, session_id=config.session_id,
-                      round=config.round, client_a=client, client_b=0)
+def self_mask_commitment(seed: bytes, session: bytes, client: int) -> bytes:
+    """HKDF(b_u, "self-mask-commitment", H, u, 0): binds b_u without revealing it."""
+    return derive_key(seed, PURPOSE_SELF_MASK_COMMITMENT, session=session, client_a=client, client_b=0)
 
 
 __all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "advert_fault", "memo_lookup",

@@ -122,12 +122,18 @@ class Server:
         min_contributors: int | None = None,
         rng: RandomSource = system_random,
         identities: Callable[[int], bytes] | None = None,
+        config_signature: bytes = b"",
     ) -> None:
         """``identities(client) -> its 32-byte Ed25519 verify key``, from the registry (raising
-        a ``SecAggError`` for a client it does not vouch for): required in authenticated rounds."""
+        a ``SecAggError`` for a client it does not vouch for), and ``config_signature``, the
+        operator's signature over ``config`` (``keys.sign_config``), which the server relays:
+        both required in authenticated rounds. The server holds no key of its own."""
         self.config = config
-        if config.authenticated and identities is None:
-            raise ConfigurationError("an authenticated round needs the registry's identities lookup")
+        if config.authenticated and (identities is None or not config_signature):
+            raise ConfigurationError("an authenticated round needs the registry's identities lookup "
+                                     "and the operator's signature over the config")
+        self._config_signature = config_signature
+        self._session = keys.session_hash(config, config_signature)
         self._identities = identities and memo_lookup(identities)
         self._phase_close = PHASE_CLOSE_AUTHENTICATED if config.authenticated else PHASE_CLOSE
         self._survivor_signatures: dict[int, bytes] = {}
@@ -169,7 +175,8 @@ class Server:
             raise self._local("start() called twice")
         self._started = True
         return self._send(
-            AdvertiseKeysRequest(**self._header(), recipient=c, config=self.config)
+            AdvertiseKeysRequest(**self._header(), recipient=c, config=self.config,
+                                 config_signature=self._config_signature)
             for c in self.config.clients
         )
 
@@ -351,7 +358,7 @@ class Server:
             if fault:
                 raise self._fault(InvalidPublicKey, msg.sender, f"its {what} key is {fault}")
         if self.config.authenticated:
-            fault = advert_fault(self._identities, self.config, msg.sender, msg.encryption_key,
+            fault = advert_fault(self._identities, self._session, msg.sender, msg.encryption_key,
                                  msg.mask_key, msg.signature)
             if fault:
                 raise self._fault(BadSignature, msg.sender, fault)
@@ -390,7 +397,7 @@ class Server:
                                              "does not open")) for w in msg.complaints]
 
     def _accept_consistency_check(self, msg: ConsistencyCheck) -> None:
-        message = keys.survivors_message(self.config, msg.sender, self._signed_survivors)
+        message = keys.survivors_message(self._session, msg.sender, self._signed_survivors)
         if not sign.verify(self._identities(msg.sender), message, msg.signature):
             raise self._fault(BadSignature, msg.sender, "its signature is not over the survivor set it was sent")
         self._survivor_signatures[msg.sender] = msg.signature
@@ -525,9 +532,13 @@ class Server:
         }
         return self._send(self._requests.values())
 
+    def _keys_of(self, client: int) -> tuple[bytes, bytes]:
+        advert = self._advertised[client]
+        return advert.encryption_key, advert.mask_key
+
     def _verified(self, owner: int, secret: bytes, is_seed: bool) -> bool:
         if is_seed:
-            return self_mask_commitment(secret, self.config, owner) == self._commitments[owner]
+            return self_mask_commitment(secret, self._session, owner) == self._commitments[owner]
         return kex.public_key(secret) == self._advertised[owner].mask_key
 
     def _finish(self) -> list[Outgoing]:
@@ -578,10 +589,8 @@ class Server:
             for u, sk in zip(dropped, private_keys):
                 key = kex.load_private(sk)
                 for v in self._live_neighbours(u, self._u3):
-                    seed = keys.pairwise_mask_seed(
-                        key, self._advertised[v].mask_key, session_id=cfg.session_id, round=cfg.round,
-                        a=u, b=v,
-                    )
+                    pair = keys.pair_session(self._session, u, self._keys_of(u), v, self._keys_of(v))
+                    seed = keys.pairwise_mask_seed(key, self._advertised[v].mask_key, session=pair, a=u, b=v)
                     yield seed, -keys.mask_sign(v, u)  # v added sign(v, u) * PRG(s_uv)
 
         total = self._accumulator

@@ -62,21 +62,37 @@ def enrolled_clients(clients, rng: RandomSource):
     return identities, registry
 
 
+def operator_key(rng: RandomSource):
+    """The deployment's operator key (an Ed25519 key, forked from ``rng`` by label "operator"):
+    it signs round configs and global models; the aggregation server never holds it."""
+    from secagg.model_signing import operator_key_from_seed
+
+    return operator_key_from_seed(fork(rng, "operator")(32))
+
+
 def build_parties(config, root: RandomSource, input_of, encoder_of, *, limits: ClientLimits = ClientLimits(),
-                  require_authenticated: bool = False, **server_kw):
+                  require_authenticated: bool = False, ledger_of=None, **server_kw):
     """The server and the clients of one simulated round, each party's randomness forked from
-    ``root`` by label ("server"; "client", c), enrolled in a registry if the round is
-    authenticated. ``input_of(c)`` is client c's input (an array, or a callable that makes it);
-    ``encoder_of(c)`` its encoder. Returns (server, {client: Client}, registry or None)."""
-    signing = identities = registry = None
+    ``root`` by label ("server"; "client", c). An authenticated round's clients are enrolled in a
+    registry and its config is signed by the operator key (``operator_key(root)``); the server
+    relays the signature, the clients check it. ``input_of(c)`` is client c's input (an array, or
+    a callable that makes it); ``encoder_of(c)`` its encoder; ``ledger_of(c)`` its RoundLedger, if
+    any. Returns (server, {client: Client}, registry or None)."""
+    signing = identities = registry = operator_public = None
     if config.authenticated:
+        from secagg.protocol.keys import sign_config
+
         signing, registry = enrolled_clients(config.clients, root)
         identities = server_kw["identities"] = registry.verify_key
+        operator = operator_key(root)
+        server_kw.setdefault("config_signature", sign_config(config, operator))
+        operator_public = operator.public_key().public_bytes_raw()
     server = Server(config, rng=fork(root, "server"), **server_kw)
     clients = {
         c: Client(c, input_of(c), rng=fork(root, "client", c), encoder=encoder_of(c), limits=limits,
                   signing_key=signing and signing[c], identities=identities,
-                  require_authenticated=require_authenticated)
+                  require_authenticated=require_authenticated, operator_key=operator_public,
+                  ledger=ledger_of and ledger_of(c))
         for c in config.clients
     }
     return server, clients, registry
