@@ -19,6 +19,7 @@ Anything wrong raises ``MalformedMessage``. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -217,6 +218,35 @@ def _columns(items, attr: str) -> tuple[list[int], bytes]:
     return [i.peer for i in items], b"".join(getattr(i, attr) for i in items)
 
 
+# The server sends some fields alike to every client of a round: the survivor set U3 in each
+# ConsistencyCheckRequest, the t survivor-set signatures in each UnmaskRequest. They are encoded
+# once per round, not once per recipient; the frame's bytes are the same either way.
+
+
+class _Encoded:
+    """A value already in canonical CBOR, written into a frame as it is."""
+
+    __slots__ = ("cbor",)
+
+    def __init__(self, cbor: bytes) -> None:
+        self.cbor = cbor
+
+
+def _write_encoded(encoder, value: _Encoded) -> None:
+    encoder.write(value.cbor)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_ids(ids: tuple[int, ...]) -> _Encoded:
+    return _Encoded(cbor2.dumps(list(ids), canonical=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_signatures(consistency: tuple[SurvivorSignature, ...]) -> tuple[_Encoded, bytes]:
+    peers, blob = _columns(consistency, "signature")
+    return _Encoded(cbor2.dumps(peers, canonical=True)), blob
+
+
 def _encode_fields(msg: Message) -> list:
     match msg:
         case AdvertiseKeysRequest():
@@ -235,9 +265,9 @@ def _encode_fields(msg: Message) -> list:
         case MaskedInput():
             return [list(msg.complaints), _vector_to_wire(msg.bits, msg.masked)]  # vector last
         case UnmaskRequest():
-            return [msg.recipient, list(msg.survivors), list(msg.dropped), *_columns(msg.consistency, "signature")]
+            return [msg.recipient, list(msg.survivors), list(msg.dropped), *_shared_signatures(msg.consistency)]
         case ConsistencyCheckRequest():
-            return [msg.recipient, list(msg.survivors)]
+            return [msg.recipient, _shared_ids(msg.survivors)]
         case ConsistencyCheck():
             return [msg.signature]
         case UnmaskResponse():
@@ -337,7 +367,7 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
 
 def encode(msg: Message) -> bytes:
     frame = [PROTOCOL_VERSION, msg.TYPE, msg.session_id, msg.round, msg.sender, *_encode_fields(msg)]
-    return cbor2.dumps(frame, canonical=True)
+    return cbor2.dumps(frame, canonical=True, default=_write_encoded)
 
 
 def decode_frame(data: bytes, limits: Limits) -> list:

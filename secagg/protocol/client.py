@@ -133,7 +133,7 @@ class Client:
         encoder=None,
         limits: ClientLimits = ClientLimits(),
         signing_key: Signer | None = None,
-        identities: Callable[[int], bytes] | None = None,
+        identities=None,
         require_authenticated: bool = False,
         operator_key: bytes | None = None,
         ledger: RoundLedger | None = None,
@@ -144,13 +144,14 @@ class Client:
         vector (``secagg.privacy.DPEncoder``); default the round's range quantiser.
 
         Authenticated rounds: ``signing_key`` is this client's registered identity key, and
-        ``identities(client) -> verify key`` the registry's view, with which it checks every
-        neighbour's signed advert. With ``require_authenticated`` it refuses a round the server
-        announces without authentication (a downgrade). ``operator_key`` is the operator's raw
-        32-byte Ed25519 key: a client that has one refuses a config the operator did not sign
-        (authenticated rounds need it). ``ledger`` remembers the rounds this client joined, so a
-        replayed round is refused. ``min_adversary``: the weakest adversary class a config may be
-        planned against (default malicious with ``require_authenticated``, else any)."""
+        ``identities`` the registry's view (a ``Registry``, or a ``client -> verify key``
+        callable; see ``IdentityLookups``), with which it checks every neighbour's signed advert.
+        With ``require_authenticated`` it refuses a round the server announces without
+        authentication (a downgrade). ``operator_key`` is the operator's raw 32-byte Ed25519 key:
+        a client that has one refuses a config the operator did not sign (authenticated rounds
+        need it). ``ledger`` remembers the rounds this client joined, so a replayed round is
+        refused. ``min_adversary``: the weakest adversary class a config may be planned against
+        (default malicious with ``require_authenticated``, else any)."""
         if not isinstance(client_id, int) or isinstance(client_id, bool) or client_id < 1:
             raise ConfigurationError(f"client id must be a positive integer, got {client_id!r}")
         self.id = client_id
@@ -163,7 +164,7 @@ class Client:
         self._rng = rng
         self._min_threshold = min_threshold
         self._signing_key = signing_key
-        self._identities = identities and memo_lookup(identities)
+        self._identities = None if identities is None else IdentityLookups(identities)
         self._require_authenticated = require_authenticated
         self._operator_key = operator_key
         self._ledger = ledger
@@ -389,6 +390,8 @@ class Client:
             raise self._refuse(
                 msg, f"only {len(offered)} neighbours advertised keys; threshold is {config.threshold}"
             )
+        if config.authenticated:
+            self._identities.prefetch(offered)
         for k in msg.neighbour_keys:
             for what, key in (("encryption", k.encryption_key), ("mask", k.mask_key)):
                 fault = kex.public_key_fault(key)
@@ -492,6 +495,7 @@ class Client:
         if len(signers) < config.threshold:
             raise self._refuse(msg, f"it carries {len(signers)} survivor-set signatures; at least "
                                     f"t = {config.threshold} are needed")
+        self._identities.prefetch(c for c in signers if c in u3)
         for s in msg.consistency:
             if s.peer not in u3:
                 raise self._refuse(msg, f"client {s.peer} signed a survivor set it is not in")
@@ -537,16 +541,33 @@ class Client:
         )
 
 
-def memo_lookup(lookup: Callable[[int], bytes]) -> Callable[[int], bytes]:
-    """A party's registry lookups, each asked once per round (a failed one is asked again)."""
-    known: dict[int, bytes] = {}
+class IdentityLookups:
+    """A party's registry lookups for one round: each client's verify key is asked once, and the
+    keys a step needs are asked in one query where the registry can answer many at once.
 
-    def cached(client: int) -> bytes:
-        if client not in known:
-            known[client] = lookup(client)
-        return known[client]
+    ``identities`` is the registry (anything with ``verify_key(client)`` and ``enrolled(clients)``,
+    as ``secagg.identity.Registry``) or a bare ``client -> key`` callable. :meth:`prefetch` never
+    raises: a client the bulk answer leaves out is asked again on its own when its key is needed,
+    so its ``IdentityError`` (and its reason) surfaces where it did before. A refused lookup is
+    not remembered."""
 
-    return cached
+    def __init__(self, identities) -> None:
+        self._one: Callable[[int], bytes] = getattr(identities, "verify_key", identities)
+        self._many = getattr(identities, "enrolled", None)
+        self._known: dict[int, bytes] = {}
+
+    def __call__(self, client: int) -> bytes:
+        key = self._known.get(client)
+        if key is None:
+            key = self._known[client] = self._one(client)
+        return key
+
+    def prefetch(self, clients) -> None:
+        if self._many is None:
+            return
+        wanted = [c for c in clients if c not in self._known]
+        if len(wanted) > 1:
+            self._known.update(self._many(wanted))
 
 
 def advert_fault(identities: Callable[[int], bytes], session: bytes, client: int,
@@ -569,5 +590,5 @@ def self_mask_commitment(seed: bytes, session: bytes, client: int) -> bytes:
     return derive_key(seed, PURPOSE_SELF_MASK_COMMITMENT, session=session, client_a=client, client_b=0)
 
 
-__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "advert_fault", "memo_lookup",
+__all__ = ["Client", "ClientLimits", "ClientState", "SecAggError", "IdentityLookups", "advert_fault",
            "self_mask_commitment"]

@@ -74,7 +74,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol import keys
-from secagg.protocol.client import memo_lookup, advert_fault, self_mask_commitment
+from secagg.protocol.client import IdentityLookups, advert_fault, self_mask_commitment
 from secagg.protocol.masking import apply_masks
 from secagg.protocol.rounds import (
     PEER_AWAIT,
@@ -121,20 +121,21 @@ class Server:
         *,
         min_contributors: int | None = None,
         rng: RandomSource = system_random,
-        identities: Callable[[int], bytes] | None = None,
+        identities=None,
         config_signature: bytes = b"",
     ) -> None:
-        """``identities(client) -> its 32-byte Ed25519 verify key``, from the registry (raising
-        a ``SecAggError`` for a client it does not vouch for), and ``config_signature``, the
-        operator's signature over ``config`` (``keys.sign_config``), which the server relays:
-        both required in authenticated rounds. The server holds no key of its own."""
+        """``identities``: the registry (a ``Registry``), or ``client -> its 32-byte Ed25519 verify
+        key`` (raising a ``SecAggError`` for a client it does not vouch for); with a ``Registry``
+        the round's keys are read in one query. ``config_signature``: the operator's signature
+        over ``config`` (``keys.sign_config``), which the server relays. Both are required in
+        authenticated rounds; the server holds no key of its own."""
         self.config = config
         if config.authenticated and (identities is None or not config_signature):
             raise ConfigurationError("an authenticated round needs the registry's identities lookup "
                                      "and the operator's signature over the config")
         self._config_signature = config_signature
         self._session = keys.session_hash(config, config_signature)
-        self._identities = identities and memo_lookup(identities)
+        self._identities = None if identities is None else IdentityLookups(identities)
         self._phase_close = PHASE_CLOSE_AUTHENTICATED if config.authenticated else PHASE_CLOSE
         self._survivor_signatures: dict[int, bytes] = {}
         self._signed_survivors = b""  # survivor_set_bytes(U3) as sent in ConsistencyCheckRequest
@@ -358,6 +359,8 @@ class Server:
             if fault:
                 raise self._fault(InvalidPublicKey, msg.sender, f"its {what} key is {fault}")
         if self.config.authenticated:
+            if not self._advertised:  # the first advert: read the round's keys in one query
+                self._identities.prefetch(self._awaiting)
             fault = advert_fault(self._identities, self._session, msg.sender, msg.encryption_key,
                                  msg.mask_key, msg.signature)
             if fault:

@@ -42,7 +42,7 @@ def make_input(seed: int | None, client: int, dim: int, value_range: float) -> n
 def enrolled_clients(clients, rng: RandomSource):
     """A deployment for an authenticated round: a CA, an identity key per client, each enrolled
     in a real SQLite registry (in memory). Returns ({client: ClientIdentity}, registry); the
-    registry's ``verify_key`` is the lookup both the server and the clients use. Keys are forked
+    registry is the lookup both the server and the clients use. Keys are forked
     from ``rng`` by label ("ca"; "client", c, "identity"), so the transcript vector fixes them."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -83,7 +83,7 @@ def build_parties(config, root: RandomSource, input_of, encoder_of, *, limits: C
         from secagg.protocol.keys import sign_config
 
         signing, registry = enrolled_clients(config.clients, root)
-        identities = server_kw["identities"] = registry.verify_key
+        identities = server_kw["identities"] = registry
         operator = operator_key(root)
         server_kw.setdefault("config_signature", sign_config(config, operator))
         operator_public = operator.public_key().public_bytes_raw()
