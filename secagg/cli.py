@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import json
+import os
 import sys
 
 from secagg import model_signing
@@ -307,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except SecAggError as exc:
         print(f"secagg {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`secagg ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -52,10 +52,23 @@ def _is_uint(value: object, high: int) -> bool:
     return type(value) is int and 0 <= value <= high
 
 
+# Long id tuples already checked, by identity: the server puts one survivor set (up to n ids) in
+# every client's ConsistencyCheckRequest and UnmaskRequest. The tuple is kept alive here, so its
+# id cannot be reused by another object while it is remembered; tuples are immutable.
+_CHECKED: dict[int, tuple[int, ...]] = {}
+_CHECKED_MIN_LENGTH = 64
+
+
 def _check_ascending(msg: Message, name: str, ids: tuple[int, ...]) -> None:
+    if _CHECKED.get(id(ids)) is ids:
+        return
     # Fast path: plain ints, strictly ascending, within (0, MAX_CLIENT_ID].
     if all(type(c) is int for c in ids) and all(a < b for a, b in zip(ids, ids[1:])):
         if not ids or (ids[0] > SERVER_ID and ids[-1] <= MAX_CLIENT_ID):
+            if len(ids) >= _CHECKED_MIN_LENGTH and type(ids) is tuple:
+                if len(_CHECKED) >= 8:
+                    _CHECKED.clear()
+                _CHECKED[id(ids)] = ids
             return
     for cid in ids:
         if not _is_uint(cid, MAX_CLIENT_ID) or cid == SERVER_ID:

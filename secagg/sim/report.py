@@ -28,6 +28,8 @@ class SimulationReport:
     bits: int
     degree: int
     threshold: int
+    adversary: str  # the class (k, t) were planned against
+    authenticated: bool
     dropout: float
     dropped: int  # clients that went silent, at any stage
     survivors: int  # clients whose masked input is in the sum (U3)
@@ -71,7 +73,8 @@ class SimulationReport:
     def summary(self) -> str:
         lines = [
             f"SecAgg+ round: {self.clients} clients, dim {self.dim}, ring Z_2^{self.bits}, "
-            f"degree {self.degree}, threshold {self.threshold}",
+            f"degree {self.degree}, threshold {self.threshold} (against a {self.adversary} server"
+            + ("; authenticated)" if self.authenticated else ")"),
             f"  dropped out: {self.dropped} (by stage: "
             f"{', '.join(f'{k} {len(v)}' for k, v in self.dropped_by_stage.items() if v) or 'none'}); "
             f"inputs in the sum: {self.survivors}",
@@ -137,7 +140,8 @@ def build_report(*, config, server, router, parties, recorder, schedule, dropout
                          bits=config.bits, masked=np.zeros(config.dim, dtype=ring_dtype(config.bits)))
     common = dict(
         clients=clients, dim=recorder.values.size if privacy is None else privacy.dim,
-        bits=config.bits, degree=config.degree, threshold=config.threshold, dropout=dropout,
+        bits=config.bits, degree=config.degree, threshold=config.threshold,
+        adversary=config.adversary.value, authenticated=config.authenticated, dropout=dropout,
         dropped=len(schedule), dropped_by_stage=dropped_by_stage,
         client_seconds_median=statistics.median(router.seconds.get(c, 0.0) for c in config.clients),
         client_seconds_max=max((router.seconds.get(c, 0.0) for c in config.clients), default=0.0),
