@@ -160,6 +160,37 @@ def test_tampered_certificate_is_refused(ca):
 # -- client identities and signatures ---------------------------------------------------------
 
 
+def test_server_and_service_certificates_for_the_mqtt_broker(ca):
+    import ipaddress
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    broker_key = Ed25519PrivateKey.generate().public_key()
+    cert = ca.issue_server_certificate(broker_key, valid_days=30, now=NOW)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH]
+    p256 = ca.issue_server_certificate(ec.generate_private_key(ec.SECP256R1()).public_key(),
+                                       hosts=["broker.example"], valid_days=30, now=NOW)
+    assert p256.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "broker.example"
+    with pytest.raises(ConfigurationError, match="Ed25519 or ECDSA P-256"):
+        ca.issue_server_certificate(ec.generate_private_key(ec.SECP384R1()).public_key(), valid_days=1)
+
+    service = ca.issue_service_certificate("secagg-server", broker_key, valid_days=30, now=NOW)
+    assert service.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "secagg-server"
+    assert list(service.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
+    with pytest.raises(IdentityError) as refused:  # a service never passes for a client
+        verify_client_certificate(service, ca.certificate, at=NOW)
+    assert refused.value.reason == "mismatched"
+    for name in ("17", "", "a/b", "lost+", "#"):
+        with pytest.raises(ConfigurationError, match="service name"):
+            ca.issue_service_certificate(name, broker_key, valid_days=30, now=NOW)
+
+
 def test_client_identity_signs_and_verify_signature_never_raises(tmp_path, ca):
     identity = ClientIdentity.generate(3)
     message = b"session|round|c_pk|s_pk"

@@ -9,6 +9,12 @@ the SAN the place for identities; the CN is what people and mosquitto's
 ``use_identity_as_username`` read); the two must agree. KeyUsage digitalSignature and
 ExtendedKeyUsage clientAuth make the same certificate usable for mTLS on the MQTT transport.
 
+The same CA also issues the two certificates the MQTT transport needs besides the clients'
+(``secagg.transport.broker``): the broker's TLS server certificate (serverAuth, its host names
+and addresses as DNS and IP SANs) and the aggregation server's client certificate, a named
+service (CN ``secagg-server``, SAN ``urn:secagg:service:secagg-server``, clientAuth). A service
+name is never a decimal number, so no service certificate passes for a client's.
+
 ``verify_client_certificate`` checks, in order: that the bytes are a certificate, that the CA
 signed it (issuer name, Ed25519 signature over the TBS bytes), that both certificates are valid
 at the given instant, and that the profile holds (end entity, the id in CN and SAN agree, the
@@ -22,13 +28,16 @@ available scheme when a passphrase is given; an existing key file is never overw
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
@@ -37,6 +46,7 @@ from secagg.errors import ConfigurationError, IdentityError
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
 CLIENT_URI_PREFIX = "urn:secagg:client:"
+SERVICE_URI_PREFIX = "urn:secagg:service:"
 # Client ids are 1..2^32 - 1 on the wire; 0 is the server (spec section 1, secagg.messages).
 MAX_CLIENT_ID = 2**32 - 1
 
@@ -200,14 +210,57 @@ class CertificateAuthority:
                                  valid_days: int, now: dt.datetime | None = None) -> x509.Certificate:
         """A certificate binding ``client_id`` to ``client_public_key`` (Ed25519), signed by the CA."""
         _check_id(client_id)
+        return self._issue(str(client_id), as_public_key(client_public_key),
+                           [x509.UniformResourceIdentifier(f"{CLIENT_URI_PREFIX}{client_id}")],
+                           ExtendedKeyUsageOID.CLIENT_AUTH, valid_days=valid_days, now=now)
+
+    def issue_server_certificate(self, public_key: Ed25519PublicKey | EllipticCurvePublicKey, *,
+                                 hosts: Sequence[str] = ("localhost", "127.0.0.1"), valid_days: int,
+                                 now: dt.datetime | None = None) -> x509.Certificate:
+        """A TLS server certificate (serverAuth) for a service reached under ``hosts``, e.g. the
+        MQTT broker. Each host that parses as an IP address becomes an IP SAN, any other a DNS
+        SAN; the common name is the first host. Ed25519 or ECDSA P-256 keys."""
+        if not hosts:
+            raise ConfigurationError("a server certificate needs at least one host name or address")
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        return self._issue(hosts[0], _service_key(public_key, hosts[0]), names,
+                           ExtendedKeyUsageOID.SERVER_AUTH, valid_days=valid_days, now=now)
+
+    def issue_service_certificate(self, name: str, public_key: Ed25519PublicKey | EllipticCurvePublicKey, *,
+                                  valid_days: int, now: dt.datetime | None = None) -> x509.Certificate:
+        """A TLS client certificate (clientAuth) for a named service, e.g. ``secagg-server``, the
+        aggregation server's identity at the MQTT broker (``use_identity_as_username`` makes the
+        common name its user name there).
+
+        The name must not be a decimal number: those name clients, and a service certificate
+        must never pass for one (``verify_client_certificate`` refuses it, since it carries no
+        ``urn:secagg:client:`` URI either).
+        """
+        if not name or not name.isascii() or not name.isprintable() or name.isdigit() or any(
+                c in name for c in "/+#"):
+            raise ConfigurationError(f"service name {name!r}: use printable ASCII that is not a "
+                                     f"decimal number (client ids are) and has no '/', '+' or '#' "
+                                     f"(it becomes an MQTT user name), e.g. 'secagg-server'")
+        return self._issue(name, _service_key(public_key, name),
+                           [x509.UniformResourceIdentifier(f"{SERVICE_URI_PREFIX}{name}")],
+                           ExtendedKeyUsageOID.CLIENT_AUTH, valid_days=valid_days, now=now)
+
+    def _issue(self, common_name: str, public: Ed25519PublicKey | EllipticCurvePublicKey,
+               alt_names: list[x509.GeneralName], usage: x509.ObjectIdentifier, *, valid_days: int,
+               now: dt.datetime | None) -> x509.Certificate:
+        """An end-entity certificate signed by the CA: one common name, one extended key usage."""
         if valid_days < 1:
             raise ConfigurationError(f"certificate validity must be at least 1 day, got {valid_days}")
         now = _aware(now)
-        public = as_public_key(client_public_key)
         not_after = min(now + dt.timedelta(days=valid_days), self.certificate.not_valid_after_utc)
         return (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(client_id))]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.certificate.subject)
             .public_key(public)
             .serial_number(x509.random_serial_number())
@@ -218,14 +271,21 @@ class CertificateAuthority:
                                          key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, key_cert_sign=False, crl_sign=False,
                                          encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(f"{CLIENT_URI_PREFIX}{client_id}")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self.private_key.public_key()), critical=False)
             .sign(self.private_key, algorithm=None)
         )
+
+
+def _service_key(key, name: str) -> Ed25519PublicKey | EllipticCurvePublicKey:
+    if isinstance(key, Ed25519PublicKey) or (isinstance(key, EllipticCurvePublicKey)
+                                             and isinstance(key.curve, SECP256R1)):
+        return key
+    raise ConfigurationError(f"{name}: the certificate key must be Ed25519 or ECDSA P-256, "
+                             f"got {type(key).__name__}")
 
 
 def _refuse(who: int | None, what: str, reason: str, cn: str | None = None) -> IdentityError:
