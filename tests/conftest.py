@@ -21,3 +21,6 @@ def _compile_field_once():
     from secagg.crypto import shamir
 
     shamir.warm_up()
+
+# The mosquitto fixtures (broker, broker_files, mqtt_client_ids, mosquitto_binary) for every module.
+from mqtt_fixtures import broker, broker_files, mosquitto_binary, mqtt_client_ids  # noqa: E402,F401
