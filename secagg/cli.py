@@ -1,5 +1,6 @@
 """The ``secagg`` command line: ``simulate`` runs a round in process, ``params`` picks (k, t);
-``ca init``, ``enroll`` and ``revoke`` manage identities (``secagg.identity.cli``).
+``ca init``, ``enroll`` and ``revoke`` manage identities (``secagg.identity.cli``);
+``broker-config`` writes a mosquitto deployment (``secagg.transport.broker``).
 
 Exit codes: 0 success; 2 a usage, configuration or input error (the cause is printed); 3 the
 round aborted (only a real ``RoundAborted``: the reason is printed, and with ``--json`` it is in
@@ -20,6 +21,7 @@ from secagg.errors import ConfigurationError, RoundAborted, SecAggError
 from secagg.identity import cli as identity_cli
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
 from secagg.simulate import DROP_STAGE_CHOICES, simulate
+from secagg.transport import broker
 
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--json", action="store_true")
     identity_cli.add_subcommands(sub)
     model_signing.add_subcommands(sub)
+    broker.add_subcommands(sub)
     return parser
 
 

@@ -339,6 +339,17 @@ def test_a_missing_binary_is_a_configuration_error(tmp_path):
         Mosquitto(files, binary=str(tmp_path / "no-such-mosquitto")).start()
 
 
+def test_the_cli_writes_a_deployment(tmp_path):
+    out = tmp_path / "deploy"
+    done = subprocess.run([sys.executable, "-m", "secagg", "broker-config", "--out", str(out),
+                           "--clients", "3", "--port", "18883"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"mosquitto -c {out / 'mosquitto.conf'}" in done.stdout
+    assert "listener 18883 127.0.0.1" in (out / "mosquitto.conf").read_text()
+    assert sorted(p.name for p in out.glob("client-*.pem")) == ["client-1.pem", "client-2.pem", "client-3.pem"]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_killed_test_process_leaves_no_broker_behind(tmp_path, mosquitto_binary):
     code = f"""

@@ -449,3 +449,46 @@ def _ranges(ids: Iterable[int]) -> str:
     ids = sorted(ids)
     return f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else ", ".join(map(str, ids))
 
+
+def add_subcommands(subparsers) -> None:
+    """Register ``broker-config`` on the ``secagg`` parser (it sets ``handler``; the CLI's
+    ``main`` maps ``ConfigurationError`` to exit 2)."""
+    cmd = subparsers.add_parser("broker-config", help="write a mosquitto configuration with mutual "
+                                "TLS, the topic ACL and certificates for the server and clients 1..N")
+    cmd.add_argument("--out", required=True, help="directory to write into (must not hold a configuration)")
+    cmd.add_argument("--clients", type=int, required=True, help="issue certificates for clients 1..N")
+    cmd.add_argument("--port", type=int, default=8883, help="TLS port on 127.0.0.1 (default 8883)")
+    cmd.add_argument("--ca", default=None, help="directory holding ca.pem and ca.key from `secagg ca "
+                     "init` (default: make a new CA in --out)")
+    cmd.add_argument("--passphrase-env", default=None, help="the --ca key is encrypted with $VAR")
+    cmd.add_argument("--max-packet-mib", type=int, default=DEFAULT_MAX_PACKET_BYTES // MIB,
+                     help=f"largest MQTT packet the broker accepts, MiB (default {DEFAULT_MAX_PACKET_BYTES // MIB})")
+    cmd.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
+    cmd.set_defaults(handler=_cmd_broker_config)
+
+
+def _cmd_broker_config(args) -> int:
+    if args.clients < 1:
+        raise ConfigurationError(f"--clients must be at least 1, got {args.clients}")
+    ca = None
+    if args.ca is not None:
+        passphrase = None
+        if args.passphrase_env:
+            value = os.environ.get(args.passphrase_env)
+            if not value:
+                raise ConfigurationError(f"--passphrase-env {args.passphrase_env}: the variable is unset or empty")
+            passphrase = value.encode("utf-8")
+        ca = CertificateAuthority.load(args.ca, passphrase=passphrase)
+    files = write_broker_config(args.out, clients=range(1, args.clients + 1), port=args.port, ca=ca,
+                                max_packet_bytes=args.max_packet_mib * MIB, valid_days=args.days)
+    d = files.directory
+    print(f"broker configuration for clients {_ranges(files.clients)} written to {d}")
+    print(f"  start the broker:   mosquitto -c {files.conf}")
+    print(f"  it listens on:      {files.host}:{files.port} (TLS 1.3, client certificates required)")
+    print(f"  every party trusts: {files.ca_cert}")
+    print(f"  aggregation server: {files.server_cert.name}, {files.server_key.name} (MQTT user {SERVER_USER})")
+    print(f"  client N:           {client_cert_file(1).replace('1', 'N')}, "
+          f"{client_key_file(1).replace('1', 'N')} (MQTT user N)")
+    if ca is None:
+        print(f"  {d / 'ca.key'} signs new certificates: keep it off the broker's machine")
+    return 0
