@@ -21,7 +21,7 @@ from secagg.errors import ConfigurationError, RoundAborted, SecAggError
 from secagg.identity import cli as identity_cli
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
 from secagg.simulate import DROP_STAGE_CHOICES, simulate
-from secagg.transport import broker
+from secagg.transport import broker, mqtt_cli
 
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     identity_cli.add_subcommands(sub)
     model_signing.add_subcommands(sub)
     broker.add_subcommands(sub)
+    mqtt_cli.add_subcommands(sub)
     return parser
 
 

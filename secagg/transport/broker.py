@@ -118,6 +118,31 @@ class BrokerFiles:
     def clients(self) -> tuple[int, ...]:
         return tuple(self.client_certs)
 
+    @classmethod
+    def load(cls, directory: str | Path) -> BrokerFiles:
+        """The files ``write_broker_config`` wrote into ``directory`` (the port read back from its
+        ``mosquitto.conf``; the clients from the ``client-N.pem`` files present)."""
+        directory = Path(directory).resolve()
+        conf = directory / CONF_FILE
+        if not conf.is_file():
+            raise ConfigurationError(f"{conf} does not exist: write the deployment with secagg broker-config")
+        listener = next((line.split() for line in conf.read_text().splitlines()
+                         if line.startswith("listener ")), None)
+        if listener is None or len(listener) < 2 or not listener[1].isdigit():
+            raise ConfigurationError(f"{conf} has no 'listener PORT HOST' line")
+        ids = sorted(int(p.name[len("client-"):-len(".pem")]) for p in directory.glob("client-*.pem")
+                     if p.name[len("client-"):-len(".pem")].isdigit())
+        return cls(
+            directory=directory, port=int(listener[1]), conf=conf, acl=directory / ACL_FILE,
+            log=directory / LOG_FILE, persistence=directory / PERSISTENCE_DIR,
+            ca_cert=directory / CA_CERT_FILE, broker_cert=directory / BROKER_CERT_FILE,
+            broker_key=directory / BROKER_KEY_FILE, server_cert=directory / SERVER_CERT_FILE,
+            server_key=directory / SERVER_KEY_FILE,
+            client_certs=MappingProxyType({i: directory / client_cert_file(i) for i in ids}),
+            client_keys=MappingProxyType({i: directory / client_key_file(i) for i in ids}),
+            host=listener[2] if len(listener) > 2 else "127.0.0.1",
+        )
+
     def client_cert(self, client_id: int) -> Path:
         return self._lookup(self.client_certs, client_id)
 
@@ -238,6 +263,8 @@ def acl_text() -> str:
 # secagg topic ACL (secagg.transport.broker). User names are certificate common names.
 user {SERVER_USER}
 topic readwrite secagg/#
+# The broker's own counters (bytes, messages, clients), for the server's report and the bench.
+topic read $SYS/#
 
 # Each client writes only its own up topic and Last Will, reads only its own down topic and
 # the round's broadcast. %u is the client's user name: its id.
@@ -265,6 +292,8 @@ def mosquitto_conf(files: BrokerFiles, *, max_packet_bytes: int, persistence: bo
         # Queued QoS 1 frames for an offline server must not be dropped at the default 1000
         # messages: a round with many clients queues one frame per client per phase.
         "max_queued_messages 0",
+        # $SYS counters (bytes and messages in and out) every second, for reports and the bench.
+        "sys_interval 1",
         f"persistence {'true' if persistence else 'false'}",
     ]
     if persistence:

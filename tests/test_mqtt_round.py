@@ -1,0 +1,253 @@
+"""Rounds over a real mosquitto with mutual TLS 1.3 (SPEC section 15): in one process, and with
+each client a separate ``secagg client`` process, some of them killed mid-round. Every test
+bounds its time; the broker fixture stops mosquitto and checks that no process is left."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from secagg import Client, RoundConfig, Server
+from secagg.errors import RoundAborted
+from secagg.transport.mqtt import Broker, Link, participate, serve
+
+N, D = 8, 64
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _inputs(n: int = N, d: int = D) -> dict[int, np.ndarray]:
+    gen = np.random.default_rng(11)
+    return {c: gen.uniform(-1, 1, d) for c in range(1, n + 1)}
+
+
+def _broker(broker, who) -> Broker:
+    ctx = broker.files.server_tls_context() if who == 0 else broker.files.client_tls_context(who)
+    return Broker(broker.host, broker.port, tls_context=ctx)
+
+
+async def _round(broker, config, inputs, *, phase_timeout=5.0, clients=None, server=None):
+    server = server or Server(config)
+    clients = clients or {c: Client(c, inputs[c]) for c in config.clients}
+
+    async def run_client(c):
+        async with Link(_broker(broker, c), f"secagg-client-{c}", will_client=c) as link:
+            await participate(clients[c], link, idle_timeout=phase_timeout * 3)
+
+    async def run_server():
+        async with Link(_broker(broker, 0), "secagg-server") as link:
+            return await serve(server, link, phase_timeout=phase_timeout)
+
+    logs, *_ = await asyncio.wait_for(asyncio.gather(run_server(), *(run_client(c) for c in clients)), 60)
+    return server, clients, logs
+
+
+def test_a_round_over_mqtt_with_mutual_tls_is_exact(broker):
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+    server, clients, logs = asyncio.run(_round(broker, config, inputs))
+    result = server.result()
+    assert result.contributors == tuple(range(1, N + 1))
+    assert np.allclose(result.values, sum(inputs.values()), atol=N * config.quantizer.step)
+    assert [g.phase for g in logs[:-1]] == ["AdvertiseKeys", "ShareKeys", "MaskedInput", "Unmask"]
+    assert not any(g.closed_by_deadline for g in logs)  # every phase closed on arrivals
+    assert all(c.state.value == "Done" for c in clients.values())
+
+
+def test_a_client_that_joins_late_finds_its_retained_invitation(broker):
+    """The AdvertiseKeysRequest is retained: client 8 connects after the round started."""
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+
+    async def main():
+        server = Server(config)
+        clients = {c: Client(c, inputs[c]) for c in config.clients}
+
+        async def run_client(c, delay):
+            await asyncio.sleep(delay)
+            async with Link(_broker(broker, c), f"secagg-client-{c}", will_client=c) as m:
+                await participate(clients[c], m, idle_timeout=15)
+
+        async def run_server():
+            async with Link(_broker(broker, 0), "secagg-server") as m:
+                await serve(server, m, phase_timeout=8)
+
+        await asyncio.wait_for(asyncio.gather(
+            run_server(), *(run_client(c, 1.0 if c == 8 else 0.0) for c in config.clients)), 60)
+        return server
+
+    server = asyncio.run(main())
+    assert 8 in server.result().contributors
+
+
+# --- separate processes, killed mid-round ---------------------------------------------------------
+
+
+def _spawn_clients(broker, tmp_path, inputs, crash: dict[int, str], idle_timeout=20):
+    procs = {}
+    for c, x in inputs.items():
+        path = tmp_path / f"input-{c}.npy"
+        np.save(path, x)
+        cmd = [sys.executable, "-m", "secagg", "client", "--broker", f"{broker.host}:{broker.port}",
+               "--tls", str(broker.files.directory), "--id", str(c), "--input", str(path),
+               "--idle-timeout", str(idle_timeout)]
+        if c in crash:
+            cmd += ["--crash-at", crash[c]]
+        procs[c] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    return procs
+
+
+def _reap(procs, timeout=60):
+    out = {}
+    try:
+        for c, p in procs.items():
+            stdout, stderr = p.communicate(timeout=timeout)
+            out[c] = (p.returncode, stderr.decode())
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+@pytest.mark.parametrize("stage", ["advertise", "share", "masked", "unmask"])
+def test_a_client_process_killed_in_each_phase(broker, tmp_path, stage):
+    """Client 3 dies abruptly (no DISCONNECT) when that phase's request arrives: the broker
+    publishes its Last Will, the server drops it at once (no deadline wait), and the round ends
+    with the exact sum of the others or, when it dies at Unmask, with its input still in the sum."""
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+    procs = _spawn_clients(broker, tmp_path, inputs, {3: stage})
+
+    async def main():
+        server = Server(config)
+        async with Link(_broker(broker, 0), "secagg-server") as link:
+            logs = await asyncio.wait_for(serve(server, link, phase_timeout=20), 90)
+        return server, logs
+
+    server, logs = asyncio.run(main())
+    codes = _reap(procs)
+    assert codes[3][0] == 9  # it really died there
+    assert all(code == 0 for c, (code, _) in codes.items() if c != 3), codes
+    assert not any(g.closed_by_deadline for g in logs), "the Last Will should end the wait"
+    result = server.result()
+    expected = {1, 2, 4, 5, 6, 7, 8} | ({3} if stage == "unmask" else set())
+    assert set(result.contributors) == expected
+    truth = sum(inputs[c] for c in result.contributors)
+    assert np.allclose(result.values, truth, atol=N * config.quantizer.step)
+
+
+def test_secagg_serve_and_client_processes_print_the_exact_sum(broker, tmp_path):
+    inputs = _inputs()
+    procs = _spawn_clients(broker, tmp_path, inputs, {})
+    serve_cmd = [sys.executable, "-m", "secagg", "serve", "--broker", f"{broker.host}:{broker.port}",
+                 "--tls", str(broker.files.directory), "--clients", str(N), "--dim", str(D),
+                 "--dropout-rate", "0.2", "--phase-timeout", "20", "--json", "--out", str(tmp_path / "sums")]
+    try:
+        served = subprocess.run(serve_cmd, capture_output=True, text=True, timeout=90, cwd=ROOT)
+    finally:
+        codes = _reap(procs)
+    assert served.returncode == 0, served.stderr
+    report = json.loads(served.stdout.splitlines()[-1])
+    assert report["aborted"] is False and report["contributors"] == list(range(1, N + 1))
+    total = np.load(tmp_path / "sums" / "round-0.npy")
+    assert np.allclose(total, sum(inputs.values()), atol=1e-5)
+    assert all(code == 0 for code, _ in codes.values()), codes
+
+
+def test_a_round_aborts_by_name_when_too_many_die(broker, tmp_path):
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)  # t = ceil(2(n-1)/3) = 5
+    procs = _spawn_clients(broker, tmp_path, inputs, {c: "masked" for c in (1, 2, 3, 4)})
+
+    async def main():
+        server = Server(config)
+        async with Link(_broker(broker, 0), "secagg-server") as link:
+            await asyncio.wait_for(serve(server, link, phase_timeout=20), 90)
+        return server
+
+    server = asyncio.run(main())
+    codes = _reap(procs)
+    with pytest.raises(RoundAborted) as info:
+        server.result()
+    assert "only 4 clients remain after MaskedInput; at least 5 are required" in info.value.reason
+    for c in (5, 6, 7, 8):  # the survivors were told, and said so
+        assert codes[c][0] == 3 and "only 4 clients remain" in codes[c][1], codes[c]
+
+
+# --- the network misbehaves --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["ShareKeys", "MaskedInput", "Unmask"])
+def test_the_broker_restarts_mid_round_and_the_round_completes(broker, phase):
+    """mosquitto is stopped as the round enters ``phase`` and started again a second later:
+    persistent sessions keep the QoS 1 frames, every party reconnects and publishes again what it
+    could not deliver, and the core ignores the repeats. The sum is exact."""
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+    server = Server(config)
+
+    async def main():
+        task = asyncio.ensure_future(_round(broker, config, inputs, phase_timeout=20, server=server))
+        while server.phase.value != phase and not task.done():
+            await asyncio.sleep(0.002)
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(broker.start)
+        return await asyncio.wait_for(task, 90)
+
+    _, clients, logs = asyncio.run(main())
+    result = server.result()
+    truth = sum(inputs[c] for c in result.contributors)
+    assert np.allclose(result.values, truth, atol=N * config.quantizer.step)
+    assert result.contributors == tuple(range(1, N + 1))
+
+
+def test_an_unreachable_broker_is_a_clear_error_not_a_hang(tmp_path, broker_files):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros(4))
+    from secagg.transport.broker import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "secagg", "client", "--broker", f"127.0.0.1:{free_port()}",
+         "--tls", str(broker_files.directory), "--id", "1", "--input", str(path), "--connect-timeout", "2"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2
+    assert "cannot reach the MQTT broker at 127.0.0.1:" in done.stderr and "within 2 s" in done.stderr
+
+
+def test_a_client_that_floods_garbage_and_oversized_frames_is_excluded_and_the_round_goes_on(broker):
+    """Client 8 runs no protocol: it floods its own up topic with garbage and sends one frame
+    past the broker's packet limit (the broker cuts it off). The server excludes it by name
+    (a malformed frame) and the others' sum is exact."""
+    from secagg.transport.mqtt import connect, up_topic
+
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+
+    async def rogue():
+        async with connect(_broker(broker, 8), "secagg-client-8", clean=True) as mqtt:
+            for i in range(200):
+                await mqtt.publish(up_topic(config.session_id, config.round, 8), b"\xff" * (i + 1), qos=1)
+            with __import__("contextlib").suppress(Exception):
+                await mqtt.publish(up_topic(config.session_id, config.round, 8), bytes(65 * 2**20), qos=1)
+
+    async def main():
+        clients = {c: Client(c, inputs[c]) for c in range(1, N)}
+        task = asyncio.ensure_future(_round(broker, config, inputs, phase_timeout=10, clients=clients))
+        await asyncio.sleep(0.5)
+        await rogue()
+        return await asyncio.wait_for(task, 90)
+
+    server, clients, logs = asyncio.run(main())
+    assert "malformed" in str(server.excluded[8]).lower()
+    result = server.result()
+    assert 8 not in result.contributors and len(result.contributors) == N - 1
+    truth = sum(inputs[c] for c in result.contributors)
+    assert np.allclose(result.values, truth, atol=N * config.quantizer.step)
