@@ -251,3 +251,74 @@ def test_a_client_that_floods_garbage_and_oversized_frames_is_excluded_and_the_r
     assert 8 not in result.contributors and len(result.contributors) == N - 1
     truth = sum(inputs[c] for c in result.contributors)
     assert np.allclose(result.values, truth, atol=N * config.quantizer.step)
+
+
+def test_a_client_whose_connection_drops_reconnects_and_stays_in_the_round(broker):
+    """Client 3's TCP connection is cut while the clients send their masked inputs. The broker
+    publishes its Last Will; the client reconnects at once and announces the newer connection,
+    which cancels the drop within the grace; its frames, resent, arrive; the sum is exact."""
+    import socket
+
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+    server = Server(config)
+    clients = {c: Client(c, inputs[c]) for c in config.clients}
+    links: dict[int, Link] = {}
+
+    async def run_client(c):
+        async with Link(_broker(broker, c), f"secagg-client-{c}", will_client=c) as link:
+            links[c] = link
+            await participate(clients[c], link, idle_timeout=30)
+
+    async def run_server():
+        async with Link(_broker(broker, 0), "secagg-server") as link:
+            return await serve(server, link, phase_timeout=20)
+
+    async def main():
+        task = asyncio.gather(run_server(), *(run_client(c) for c in config.clients))
+        while server.phase.value != "MaskedInput":
+            await asyncio.sleep(0.002)
+        links[3]._mqtt._client.socket().shutdown(socket.SHUT_RDWR)  # the network cuts it
+        logs, *_ = await asyncio.wait_for(task, 60)
+        return logs
+
+    logs = asyncio.run(main())
+    assert links[3].reconnects >= 1
+    result = server.result()
+    assert result.contributors == tuple(range(1, N + 1))
+    assert np.allclose(result.values, sum(inputs.values()), atol=N * config.quantizer.step)
+    assert not any(g.closed_by_deadline for g in logs)
+
+
+class DuplicatingLink(Link):
+    """A network that delivers every frame twice, the second copy late."""
+
+    async def publish(self, items, **kw):
+        await super().publish(items, **kw)
+        await asyncio.sleep(0.05)
+        await super().publish(items, **kw)
+
+
+def test_duplicated_and_delayed_frames_over_mqtt_are_ignored_and_counted(broker):
+    inputs = _inputs()
+    config = RoundConfig.create(N, D, dropout_rate=0.2, full_graph=True)
+    server = Server(config)
+    clients = {c: Client(c, inputs[c]) for c in config.clients}
+
+    async def run_client(c):
+        async with DuplicatingLink(_broker(broker, c), f"secagg-client-{c}", will_client=c) as link:
+            await participate(clients[c], link, idle_timeout=30)
+
+    async def run_server():
+        async with DuplicatingLink(_broker(broker, 0), "secagg-server") as link:
+            return await serve(server, link, phase_timeout=20)
+
+    async def main():
+        await asyncio.wait_for(asyncio.gather(run_server(), *(run_client(c) for c in config.clients)), 60)
+
+    asyncio.run(main())
+    result = server.result()
+    assert result.contributors == tuple(range(1, N + 1))
+    assert np.allclose(result.values, sum(inputs.values()), atol=N * config.quantizer.step)
+    assert sum(server.ignored.as_dict().values()) > 0  # the repeats reached it and were counted
+    assert all(c.state.value == "Done" for c in clients.values())
