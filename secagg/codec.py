@@ -178,6 +178,33 @@ def canonical_cbor(value) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+SIGNED_CONFIG_VERSION = 1
+
+
+def encode_signed_config(config: RoundConfig, signature: bytes) -> bytes:
+    """A round config and the operator's signature over it, as the operator hands them to the
+    aggregation server: CBOR [1, session_id, round, config fields, signature] (SPEC 5.5)."""
+    return canonical_cbor([SIGNED_CONFIG_VERSION, config.session_id, config.round,
+                           config_to_wire(config), signature])
+
+
+def decode_signed_config(data: bytes) -> tuple[RoundConfig, bytes]:
+    """Inverse of :func:`encode_signed_config`; ``MalformedMessage`` if it is not one. The
+    signature is not checked here (the clients check it)."""
+    try:
+        value = cbor2.loads(data)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a malformed file
+        raise MalformedMessage(f"not a signed round config: {exc}") from None
+    _expect(isinstance(value, list) and len(value) == 5 and value[0] == SIGNED_CONFIG_VERSION,
+            f"a signed round config [{SIGNED_CONFIG_VERSION}, session, round, config, signature]")
+    _, session_id, rnd, fields, signature = value
+    _bytes(session_id, "a session id")
+    _uint(rnd, "a round")
+    _bytes(signature, "a signature")
+    _expect(canonical_cbor(value) == data, "the canonical encoding")
+    return _config_from_wire(fields, (session_id, rnd), DEFAULT_LIMITS), signature
+
+
 def _config_from_wire(v, header, limits: Limits) -> RoundConfig:
     _expect(isinstance(v, list) and len(v) == 12, "a config of 12 fields")
     n, dim, bits, degree, threshold, seed, value_range, levels, authenticated, adversary, gamma, delta = v

@@ -322,3 +322,57 @@ def test_duplicated_and_delayed_frames_over_mqtt_are_ignored_and_counted(broker)
     assert np.allclose(result.values, sum(inputs.values()), atol=N * config.quantizer.step)
     assert sum(server.ignored.as_dict().values()) > 0  # the repeats reached it and were counted
     assert all(c.state.value == "Done" for c in clients.values())
+
+
+def test_an_authenticated_round_over_mqtt_from_the_command_line_and_its_replay_refused(tmp_path, mosquitto_binary):
+    """The whole deployment by CLI: broker-config with a registry and an operator key, the
+    operator signs the round (sign-rounds), the server relays it (serve --signed-rounds, it never
+    holds the operator key), each client checks it and every advert (client
+    --operator-public-key --registry --ledger). Then the server replays the same signed round:
+    every client refuses it from its ledger, and the server reports an abort."""
+    from secagg.transport.broker import BrokerFiles, Mosquitto, free_port
+
+    deploy = tmp_path / "deploy"
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "secagg", *a], capture_output=True,  # noqa: E731
+                                          text=True, timeout=120, cwd=ROOT, **kw)
+    made = run("broker-config", "--out", str(deploy), "--clients", str(N), "--port", str(free_port()),
+               "--registry", "--operator")
+    assert made.returncode == 0, made.stderr
+    signed = run("sign-rounds", "--operator-key", str(deploy / "operator" / "operator-ed25519.pem"),
+                 "--clients", str(N), "--dim", str(D), "--dropout-rate", "0.2", "--out", str(tmp_path / "rounds"))
+    assert signed.returncode == 0, signed.stderr
+    files = BrokerFiles.load(deploy)
+    inputs = _inputs()
+    auth = ["--operator-public-key", str(deploy / "operator" / "operator-ed25519.pub.pem"),
+            "--registry", str(deploy / "registry.db")]
+
+    def one_round():
+        procs = {}
+        for c, x in inputs.items():
+            np.save(tmp_path / f"input-{c}.npy", x)
+            procs[c] = subprocess.Popen(
+                [sys.executable, "-m", "secagg", "client", "--broker", f"{files.host}:{files.port}",
+                 "--tls", str(deploy), "--id", str(c), "--input", str(tmp_path / f"input-{c}.npy"),
+                 "--idle-timeout", "20", *auth, "--ledger", str(tmp_path / f"ledger-{c}.db")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        try:
+            served = run("serve", "--broker", f"{files.host}:{files.port}", "--tls", str(deploy),
+                         "--clients", str(N), "--dim", str(D), "--signed-rounds", str(tmp_path / "rounds"),
+                         "--registry", str(deploy / "registry.db"), "--phase-timeout", "10", "--json",
+                         "--out", str(tmp_path / "sums"))
+        finally:
+            codes = _reap(procs)
+        return served, codes
+
+    with Mosquitto(files, binary=mosquitto_binary):
+        served, codes = one_round()
+        assert served.returncode == 0, served.stderr
+        report = json.loads(served.stdout.splitlines()[-1])
+        assert report["authenticated"] is True and report["contributors"] == list(range(1, N + 1))
+        assert np.allclose(np.load(tmp_path / "sums" / "round-0.npy"), sum(inputs.values()), atol=1e-5)
+        assert all(code == 0 for code, _ in codes.values()), codes
+
+        replayed, codes = one_round()
+    assert replayed.returncode == 3 and json.loads(replayed.stdout.splitlines()[-1])["aborted"]
+    for c, (code, err) in codes.items():
+        assert code == 4 and "ReplayedRound" not in err and "already took part" in err, (c, err)

@@ -65,6 +65,7 @@ DEFAULT_MAX_PACKET_BYTES = 64 * MIB
 MQTT_MAX_PACKET_BYTES = 268_435_455
 
 CONF_FILE = "mosquitto.conf"
+REGISTRY_FILE = "registry.db"
 ACL_FILE = "acl"
 LOG_FILE = "mosquitto.log"
 PERSISTENCE_DIR = "mosquitto-data"
@@ -493,6 +494,12 @@ def add_subcommands(subparsers) -> None:
     cmd.add_argument("--max-packet-mib", type=int, default=DEFAULT_MAX_PACKET_BYTES // MIB,
                      help=f"largest MQTT packet the broker accepts, MiB (default {DEFAULT_MAX_PACKET_BYTES // MIB})")
     cmd.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
+    cmd.add_argument("--registry", action="store_true",
+                     help="also enrol every client's certificate in DIR/registry.db (for authenticated "
+                     "rounds; in a real deployment the enrolment service does this)")
+    cmd.add_argument("--operator", action="store_true",
+                     help="also write an operator key pair into DIR/operator/ (it signs round configs "
+                     "and models; keep the private key away from the aggregation server)")
     cmd.set_defaults(handler=_cmd_broker_config)
 
 
@@ -511,6 +518,21 @@ def _cmd_broker_config(args) -> int:
     files = write_broker_config(args.out, clients=range(1, args.clients + 1), port=args.port, ca=ca,
                                 max_packet_bytes=args.max_packet_mib * MIB, valid_days=args.days)
     d = files.directory
+    if args.registry:
+        from secagg.identity import EnrolmentLimits, Registry
+
+        registry = Registry(d / REGISTRY_FILE, ca_certificate=files.ca_cert.read_bytes(),
+                            limits=EnrolmentLimits(max_per_window=max(100, args.clients)))
+        for c in files.clients:
+            registry.enroll(c, files.client_cert(c).read_bytes(), token=f"broker-config client {c}",
+                            declared_examples=1)
+        registry.close()
+        print(f"  registry:           {d / REGISTRY_FILE} (clients {_ranges(files.clients)} enrolled)")
+    if args.operator:
+        from secagg.model_signing import write_operator_keys
+
+        keys = write_operator_keys(d / "operator")
+        print(f"  operator keys:      {keys.ed25519_private} (private), {keys.ed25519_public}")
     print(f"broker configuration for clients {_ranges(files.clients)} written to {d}")
     print(f"  start the broker:   mosquitto -c {files.conf}")
     print(f"  it listens on:      {files.host}:{files.port} (TLS 1.3, client certificates required)")

@@ -77,7 +77,25 @@ def add_subcommands(sub) -> None:
     serve.add_argument("--out", type=Path, default=None, help="write each round's sum to OUT/round-R.npy")
     serve.add_argument("--json", action="store_true", help="one JSON object per round")
     serve.add_argument("--no-progress", action="store_true")
+    serve.add_argument("--signed-rounds", type=Path, default=None,
+                       help="authenticated rounds: a directory of operator-signed configs "
+                       "(secagg sign-rounds); --clients, --dim and the like then come from them")
+    serve.add_argument("--registry", type=Path, default=None,
+                       help="the client registry (read-only), for authenticated rounds")
     serve.set_defaults(handler=cmd_serve)
+
+    sign = sub.add_parser("sign-rounds", help="the operator: make and sign the configs of R "
+                          "authenticated rounds for `secagg serve --signed-rounds`")
+    sign.add_argument("--operator-key", type=Path, required=True, help="the operator's Ed25519 private key (PEM)")
+    sign.add_argument("--clients", type=int, required=True)
+    sign.add_argument("--dim", type=int, required=True)
+    sign.add_argument("--rounds", type=int, default=1)
+    sign.add_argument("--bits", type=int, default=32)
+    sign.add_argument("--value-range", type=float, default=1.0)
+    sign.add_argument("--dropout-rate", type=float, default=0.1)
+    sign.add_argument("--adversarial-rate", type=float, default=0.05)
+    sign.add_argument("--out", type=Path, required=True)
+    sign.set_defaults(handler=cmd_sign_rounds)
 
     client = sub.add_parser("client", help="join rounds as one client over an MQTT broker")
     _common(client)
@@ -85,6 +103,12 @@ def add_subcommands(sub) -> None:
     client.add_argument("--input", type=Path, required=True, help="the update, a .npy file")
     client.add_argument("--idle-timeout", type=float, default=120.0,
                         help="seconds without a request before the client gives up")
+    client.add_argument("--operator-public-key", type=Path, default=None,
+                        help="authenticated rounds: the operator's Ed25519 public key (PEM); the client "
+                        "then refuses any round the operator did not sign")
+    client.add_argument("--registry", type=Path, default=None, help="the client registry (read-only)")
+    client.add_argument("--ledger", type=Path, default=None,
+                        help="a file recording the rounds this client joined (refuses replays)")
     client.add_argument("--crash-at", choices=[s.value for s in Stage], default=None,
                         help=argparse.SUPPRESS)  # tests: exit abruptly on this round's request
     client.set_defaults(handler=cmd_client)
@@ -113,22 +137,28 @@ def cmd_serve(args) -> int:
     broker = _broker(args, "server")
     session = os.urandom(16)
     status = 0
+    signed, registry = _signed_rounds(args)
 
     async def run() -> None:
         nonlocal status
         async with Link(broker, f"secagg-server-{session.hex()}", connect_timeout=args.connect_timeout) as link:
-            for rnd in range(args.rounds):
-                config = RoundConfig.create(args.clients, args.dim, bits=args.bits,
-                                            value_range=args.value_range,
-                                            dropout_rate=args.dropout_rate, round=rnd, session_id=session)
-                server = Server(config)
+            for rnd in range(len(signed) if signed else args.rounds):
+                if signed:
+                    config, signature = signed[rnd]
+                    server = Server(config, identities=registry, config_signature=signature)
+                else:
+                    config = RoundConfig.create(args.clients, args.dim, bits=args.bits,
+                                                value_range=args.value_range,
+                                                dropout_rate=args.dropout_rate, round=rnd, session_id=session)
+                    server = Server(config)
                 # galois builds its field (and JIT kernels for big batches) once per process:
                 # before the round, not inside its deadlines.
                 shamir.warm_up(jit=config.num_clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
                 t0 = time.monotonic()
                 logs = await serve(server, link, phase_timeout=args.phase_timeout,
                                    on_event=_Progress(args.clients, args.phase_timeout, not args.no_progress))
-                report = {"round": rnd, "clients": args.clients, "dim": args.dim,
+                report = {"round": config.round, "clients": config.num_clients, "dim": config.dim,
+                          "authenticated": config.authenticated,
                           "seconds": round(time.monotonic() - t0, 4),
                           "phases": [{"phase": g.phase, "arrivals": g.arrivals, "seconds": round(g.seconds, 4),
                                       "closed_by_deadline": g.closed_by_deadline} for g in logs[:-1]],
@@ -149,6 +179,43 @@ def cmd_serve(args) -> int:
                 _print_round(report, args.json)
 
     return _run(run, "serve") or status
+
+
+def _signed_rounds(args):
+    """(list of (config, signature), registry) for --signed-rounds, or ([], None)."""
+    if args.signed_rounds is None:
+        return [], None
+    from secagg.codec import decode_signed_config
+    from secagg.identity import Registry
+
+    if args.registry is None:
+        raise ConfigurationError("--signed-rounds needs --registry: the server checks every signed advert")
+    files = sorted(args.signed_rounds.glob("round-*.cbor"), key=lambda p: int(p.stem.split("-")[1]))
+    if not files:
+        raise ConfigurationError(f"{args.signed_rounds} holds no round-R.cbor (write them with secagg sign-rounds)")
+    ca = _tls_files(args, "server")[0]
+    return ([decode_signed_config(p.read_bytes()) for p in files],
+            Registry.open_read_only(args.registry, ca_certificate=Path(ca).read_bytes()))
+
+
+def cmd_sign_rounds(args) -> int:
+    """The operator's side: R configs for one session, each signed; the server only relays them."""
+    from secagg import RoundConfig
+    from secagg.codec import encode_signed_config
+    from secagg.model_signing import load_operator_key
+    from secagg.protocol.keys import sign_config
+
+    key = load_operator_key(args.operator_key)
+    session = os.urandom(16)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for rnd in range(args.rounds):
+        config = RoundConfig.create(args.clients, args.dim, bits=args.bits, value_range=args.value_range,
+                                    dropout_rate=args.dropout_rate, adversarial_rate=args.adversarial_rate,
+                                    round=rnd, session_id=session, authenticated=True)
+        (args.out / f"round-{rnd}.cbor").write_bytes(encode_signed_config(config, sign_config(config, key)))
+    print(f"{args.rounds} signed round config(s) for session {session.hex()} in {args.out}: "
+          f"{config.describe()}")
+    return 0
 
 
 def _print_round(report: dict, as_json: bool) -> None:
@@ -176,13 +243,14 @@ def cmd_client(args) -> int:
     update = np.load(args.input, allow_pickle=False)
     broker = _broker(args, "client")
     crash = Stage(args.crash_at) if args.crash_at else None
+    auth = _client_authentication(args)
 
     async def run() -> int:
         async with Link(broker, f"secagg-client-{args.id}", will_client=args.id,
                         connect_timeout=args.connect_timeout) as link:
             status = 0
             for _ in range(args.rounds):
-                client = Client(args.id, update)
+                client = Client(args.id, update, **auth)
                 if crash is not None:
                     _crash_on(client, crash)
                 await participate(client, link, idle_timeout=args.idle_timeout)
@@ -196,6 +264,24 @@ def cmd_client(args) -> int:
             return status
 
     return _run(run, f"client {args.id}")
+
+
+def _client_authentication(args) -> dict:
+    """Client keyword arguments for authenticated rounds (with --operator-public-key)."""
+    if args.operator_public_key is None:
+        return {}
+    from secagg.identity import ClientIdentity, Registry
+    from secagg.model_signing import load_operator_public_key
+    from secagg.protocol.ledger import RoundLedger
+
+    if args.registry is None or not args.tls:
+        raise ConfigurationError("an authenticated client needs --registry and --tls (its identity key)")
+    operator = load_operator_public_key(args.operator_public_key).public_bytes_raw()
+    ca = _tls_files(args, "client")[0]
+    return dict(signing_key=ClientIdentity.load(args.tls, args.id),
+                identities=Registry.open_read_only(args.registry, ca_certificate=Path(ca).read_bytes()),
+                operator_key=operator, require_authenticated=True,
+                ledger=RoundLedger(args.ledger) if args.ledger else None)
 
 
 def _run(main, who: str) -> int:
@@ -228,4 +314,4 @@ def _crash_on(client, stage: Stage) -> None:
     client.receive = dying_receive
 
 
-__all__ = ["add_subcommands", "cmd_client", "cmd_serve"]
+__all__ = ["add_subcommands", "cmd_client", "cmd_serve", "cmd_sign_rounds"]
