@@ -133,15 +133,21 @@ class BrokerFiles:
             raise ConfigurationError(f"{conf} has no 'listener PORT HOST' line")
         ids = sorted(int(p.name[len("client-"):-len(".pem")]) for p in directory.glob("client-*.pem")
                      if p.name[len("client-"):-len(".pem")].isdigit())
+        return cls.laid_out(directory, port=int(listener[1]), clients=ids,
+                            host=listener[2] if len(listener) > 2 else "127.0.0.1")
+
+    @classmethod
+    def laid_out(cls, directory: Path, *, port: int, clients, host: str = "127.0.0.1") -> BrokerFiles:
+        """The paths ``write_broker_config`` uses under ``directory``."""
         return cls(
-            directory=directory, port=int(listener[1]), conf=conf, acl=directory / ACL_FILE,
+            directory=directory, port=port, conf=directory / CONF_FILE, acl=directory / ACL_FILE,
             log=directory / LOG_FILE, persistence=directory / PERSISTENCE_DIR,
             ca_cert=directory / CA_CERT_FILE, broker_cert=directory / BROKER_CERT_FILE,
             broker_key=directory / BROKER_KEY_FILE, server_cert=directory / SERVER_CERT_FILE,
             server_key=directory / SERVER_KEY_FILE,
-            client_certs=MappingProxyType({i: directory / client_cert_file(i) for i in ids}),
-            client_keys=MappingProxyType({i: directory / client_key_file(i) for i in ids}),
-            host=listener[2] if len(listener) > 2 else "127.0.0.1",
+            client_certs=MappingProxyType({i: directory / client_cert_file(i) for i in clients}),
+            client_keys=MappingProxyType({i: directory / client_key_file(i) for i in clients}),
+            host=host,
         )
 
     def client_cert(self, client_id: int) -> Path:
@@ -242,15 +248,7 @@ def write_broker_config(directory: str | Path, *, clients: Iterable[int], port: 
         cert = ca.issue_client_certificate(client_id, identity.public_key_bytes, valid_days=valid_days)
         identity.with_certificate(cert).save(directory)
 
-    files = BrokerFiles(
-        directory=directory, port=port, conf=directory / CONF_FILE, acl=directory / ACL_FILE,
-        log=directory / LOG_FILE, persistence=directory / PERSISTENCE_DIR,
-        ca_cert=directory / CA_CERT_FILE, broker_cert=directory / BROKER_CERT_FILE,
-        broker_key=directory / BROKER_KEY_FILE, server_cert=directory / SERVER_CERT_FILE,
-        server_key=directory / SERVER_KEY_FILE,
-        client_certs=MappingProxyType({i: directory / client_cert_file(i) for i in ids}),
-        client_keys=MappingProxyType({i: directory / client_key_file(i) for i in ids}),
-    )
+    files = BrokerFiles.laid_out(directory, port=port, clients=ids)
     files.acl.write_text(acl_text())
     if persistence:
         files.persistence.mkdir(exist_ok=True)
