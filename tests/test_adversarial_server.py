@@ -421,3 +421,38 @@ def test_without_authentication_a_substituted_key_gets_honest_clients_blamed():
     if mal.h.server.phase is Phase.COMPLETED:
         result = mal.h.server.result()
         assert np.array_equal(result.ring_sum, mal.h.true_ring_sum(result.contributors))
+
+
+# --- neighbours the graph seed does not give ----------------------------------------------------------
+
+
+class AddStranger(Attack):
+    """Relay to u, beside its real neighbours, the genuine signed advert of a client the graph seed
+    does not make its neighbour (to pair u with a colluder of the server's choosing)."""
+
+    def __init__(self, u, config):
+        self.u = u
+        self.stranger = next(c for c in config.clients if c != u and c not in config.graph.neighbours(u))
+        self.adverts: dict[int, NeighbourKeys] = {}
+
+    def request(self, msg, mal):
+        if msg.name == "ShareKeysRequest":
+            self.adverts.update({k.client: k for k in msg.neighbour_keys})
+            if msg.recipient == self.u:
+                advert = self.adverts.get(self.stranger)
+                if advert is None:  # not relayed to anyone yet: the signed advert the server holds
+                    advert = mal.h.server._advertised[self.stranger]
+                ks = tuple(sorted((*msg.neighbour_keys, advert), key=lambda k: k.client))
+                return [replace(msg, neighbour_keys=ks)]
+        return [msg]
+
+
+@_points
+def test_a_neighbour_the_graph_seed_does_not_give_is_refused(n, dropout):
+    config, schedule, u = _setup(n, dropout, f"stranger{n}")
+    if config.degree == config.num_clients - 1:
+        pytest.skip("the full graph makes every client a neighbour")
+    schedule = {c: s for c, s in schedule.items() if c != u and s > 1}
+    mal = MaliciousServer(config, AddStranger(u, config), label=f"stranger{n}", schedule=schedule).run()
+    _refused_by_name(mal, InconsistentRequest, "are not our graph neighbours")
+    assert u in mal.refusals
