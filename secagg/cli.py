@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from secagg import model_signing
+from secagg import model_signing, telemetry
 from secagg.errors import ConfigurationError, RoundAborted, SecAggError
 from secagg.identity import cli as identity_cli
 from secagg.params import AdversaryClass, find_parameters, full_graph_parameters
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="signed adverts checked against a registry, and a ConsistencyCheck round")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--no-progress", action="store_true")
+    telemetry.add_arguments(sim)  # the round runs, then ends: a scrape needs --metrics-hold
     dp = sim.add_argument_group("privacy layer (distributed DP and checks on the aggregate)")
     dp.add_argument("--dp", action="store_true", help="clip, round and noise on the clients")
     # DP options default to None so that giving one without --dp is caught, never silently ignored.
@@ -193,6 +194,7 @@ def cmd_simulate(args) -> int:
         bits = privacy.bits
     elif bits == "auto":
         raise ConfigurationError("--bits auto picks the width for the privacy layer: add --dp, or give a width")
+    metrics = telemetry.from_arguments(args, sys.stderr)
     report = simulate(
         args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=bits,
         value_range=args.value_range, levels=args.levels, adversarial_rate=args.adversarial_rate,
@@ -200,8 +202,9 @@ def cmd_simulate(args) -> int:
         threshold=args.threshold, seed=args.seed,
         progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
         privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
-        delta=args.delta, authenticated=args.authenticated,
+        delta=args.delta, authenticated=args.authenticated, on_round=telemetry.simulate_observer(metrics),
     )
+    telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
     if args.json:
         print(json.dumps(report.as_dict()))
     else:

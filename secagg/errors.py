@@ -139,7 +139,9 @@ class ShamirError(SecAggError):
 
 
 class RoundAborted(SecAggError):
-    """The round ended without a result. ``reason`` says why; ``unrecoverable`` names clients."""
+    """The round ended without a result. ``reason`` says why; ``unrecoverable`` names clients;
+    ``cause`` is one of ``ABORT_CAUSES``, the kind of reason in a word (for metrics and logs,
+    whose labels must not carry free text)."""
 
     def __init__(
         self,
@@ -149,10 +151,20 @@ class RoundAborted(SecAggError):
         state: str | None = None,
         phase: str | None = None,
         unrecoverable: Iterable[int] = (),
+        cause: str = "other",
     ) -> None:
         super().__init__(message, round=round, state=state, phase=phase or state)
         self.reason = message
         self.unrecoverable = tuple(sorted(unrecoverable))
+        self.cause = cause
+
+
+# too_few_clients: fewer than min_contributors left after a phase; too_few_holders: a needed
+# secret has fewer than t live holders of its shares; too_few_signatures: fewer than t survivor-set
+# signatures (authenticated); unrecoverable_secret: shares that do not recover a secret that
+# verifies.
+ABORT_CAUSES = ("too_few_clients", "too_few_holders", "too_few_signatures", "unrecoverable_secret",
+                "other")
 
 
 class UnsupportedModelArray(InvalidInput):

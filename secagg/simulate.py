@@ -72,6 +72,7 @@ def simulate(
     tamper=None,
     client_limits: ClientLimits | None = None,
     authenticated: bool = False,
+    on_round: Callable[[object, InMemoryRouter], None] | None = None,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -91,7 +92,8 @@ def simulate(
     flight (see ``InMemoryRouter``). ``authenticated`` runs the authenticated mode: a CA, an
     identity key per client, each enrolled in an in-memory SQLite registry, and a round config
     signed by an operator key. ``adversary`` is the class (k, t) are planned against: default
-    malicious in authenticated mode, else semi-honest.
+    malicious in authenticated mode, else semi-honest. ``on_round(server, router)`` is called
+    once the round has ended, before the report is built (``Telemetry.observe_round``).
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -153,6 +155,8 @@ def simulate(
     router.run()
     if bar is not None:
         bar.close()
+    if on_round is not None:
+        on_round(server, router)
     return build_report(
         config=config, server=server, router=router, parties=parties, recorder=recorder,
         schedule=schedule, dropout=dropout, raise_on_abort=raise_on_abort, privacy=privacy,

@@ -147,6 +147,7 @@ class Server:
         self.phase = Phase.ADVERTISE_KEYS
         self.peers: dict[int, PeerState] = {c: PEER_AWAIT[0] for c in config.clients}
         self.excluded: dict[int, RemoteProtocolError] = {}
+        self.dropped_in: dict[int, Phase] = {}  # client -> the phase in which it dropped
         self.ignored = Ignored()
         self.limits = Limits.for_config(config)
         self._digest = FrameDigest(fork(rng, "frame_digest"))
@@ -224,6 +225,7 @@ class Server:
             raise self._local(f"close_phase() in phase {self.phase.value}")
         for c in self._awaiting:
             self.peers[c] = PeerState.DROPPED
+            self.dropped_in[c] = self.phase
         self._awaiting = set()
         return self._close()
 
@@ -232,6 +234,7 @@ class Server:
         if self.finished or self.peers.get(client) in (None, *PEER_ENDED):
             return []
         self.peers[client] = PeerState.DROPPED
+        self.dropped_in[client] = self.phase
         self._awaiting.discard(client)  # what it already sent stays valid
         return self._maybe_close()
 
@@ -335,11 +338,11 @@ class Server:
                     changed = True
         return pruned
 
-    def _abort(self, reason: str, unrecoverable: Iterable[int] = ()) -> list[Outgoing]:
+    def _abort(self, reason: str, cause: str, unrecoverable: Iterable[int] = ()) -> list[Outgoing]:
         notify = [c for c, s in self.peers.items() if s not in PEER_ENDED]
         self._aborted = RoundAborted(
             f"round {self.config.round} aborted in {self.phase.value}: {reason}",
-            round=self.config.round, phase=self.phase.value, unrecoverable=unrecoverable,
+            round=self.config.round, phase=self.phase.value, unrecoverable=unrecoverable, cause=cause,
         )
         self.phase = Phase.ABORTED
         self._accumulator = None  # nothing of the round survives an abort
@@ -445,7 +448,7 @@ class Server:
         if next_phase is not Phase.COMPLETED and contributors < self.min_contributors:
             return out + self._abort(
                 f"only {contributors} clients remain after {closing.value}; "
-                f"at least {self.min_contributors} are required"
+                f"at least {self.min_contributors} are required", "too_few_clients",
             )
         self.phase = next_phase
         for c in members:
@@ -513,7 +516,7 @@ class Server:
         if short:
             return self._abort(
                 f"clients {sorted(short)} have fewer than t = {t} surviving neighbours holding "
-                "their shares", unrecoverable=short,
+                "their shares", "too_few_holders", unrecoverable=short,
             )
         u3 = self._u3
         consistency: tuple[SurvivorSignature, ...] = ()
@@ -521,7 +524,7 @@ class Server:
             signed = sorted(c for c in self._survivor_signatures if c in members)
             if len(signed) < t:
                 return self._abort(f"only {len(signed)} clients signed the survivor set; at least "
-                                   f"t = {t} are needed")
+                                   f"t = {t} are needed", "too_few_signatures")
             consistency = tuple(SurvivorSignature(c, self._survivor_signatures[c]) for c in signed[:t])
         self._requests = {
             v: UnmaskRequest(
@@ -579,7 +582,7 @@ class Server:
                 return out + self._abort(
                     "could not recover the secrets of clients "
                     + "; ".join(f"{u}: {why}" for u, why in sorted(failed.items())),
-                    unrecoverable=failed,
+                    "unrecoverable_secret", unrecoverable=failed,
                 )
             break
         seeds = [rec.secret for rec in recoveries[: len(survivors)]]

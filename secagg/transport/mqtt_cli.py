@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from secagg import telemetry
 from secagg.errors import ConfigurationError, RoundAborted
 from secagg.protocol.rounds import Stage
 
@@ -82,6 +83,7 @@ def add_subcommands(sub) -> None:
                        "(secagg sign-rounds); --clients, --dim and the like then come from them")
     serve.add_argument("--registry", type=Path, default=None,
                        help="the client registry (read-only), for authenticated rounds")
+    telemetry.add_arguments(serve)
     serve.set_defaults(handler=cmd_serve)
 
     sign = sub.add_parser("sign-rounds", help="the operator: make and sign the configs of R "
@@ -138,6 +140,7 @@ def cmd_serve(args) -> int:
     session = os.urandom(16)
     status = 0
     signed, registry = _signed_rounds(args)
+    metrics = telemetry.from_arguments(args, sys.stderr)
 
     async def run() -> None:
         nonlocal status
@@ -157,6 +160,8 @@ def cmd_serve(args) -> int:
                 t0 = time.monotonic()
                 logs = await serve(server, link, phase_timeout=args.phase_timeout,
                                    on_event=_Progress(args.clients, args.phase_timeout, not args.no_progress))
+                if metrics:
+                    metrics.observe_round(server, phase_seconds={g.phase: g.seconds for g in logs})
                 report = {"round": config.round, "clients": config.num_clients, "dim": config.dim,
                           "authenticated": config.authenticated,
                           "seconds": round(time.monotonic() - t0, 4),
@@ -178,7 +183,10 @@ def cmd_serve(args) -> int:
                         np.save(args.out / f"round-{rnd}.npy", result.values)
                 _print_round(report, args.json)
 
-    return _run(run, "serve") or status
+    try:
+        return _run(run, "serve") or status
+    finally:
+        telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
 
 
 def _signed_rounds(args):
