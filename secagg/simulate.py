@@ -72,6 +72,7 @@ def simulate(
     tamper=None,
     client_limits: ClientLimits | None = None,
     authenticated: bool = False,
+    budgets: Mapping[int, object] | None = None,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -92,6 +93,10 @@ def simulate(
     identity key per client, each enrolled in an in-memory SQLite registry, and a round config
     signed by an operator key. ``adversary`` is the class (k, t) are planned against: default
     malicious in authenticated mode, else semi-honest.
+
+    ``budgets`` (client -> ``secagg.privacy.PrivacyBudget``, with ``privacy``) gives clients their
+    own budgets: a client whose budget the round would exceed refuses it before sending anything
+    (a refusal in the report), and the report summarises what the clients' budgets say.
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -120,6 +125,10 @@ def simulate(
         encoders, attackers = attack_encoders(
             privacy, clients, malicious, attack, seed, lambda label: fork(root, label))
         value_dim = privacy.dim
+        for c, budget in (budgets or {}).items():
+            encoders[c].budget = budget
+    elif budgets:
+        raise ConfigurationError("privacy budgets are charged by the privacy layer: pass privacy=DPPlan(...)")
     else:
         make = inputs or (lambda c: make_input(seed, c, dim, value_range))
         encoders = {c: RangeEncoder(fork(root, "client", c, "quantize")) for c in config.clients}
@@ -157,4 +166,5 @@ def simulate(
         config=config, server=server, router=router, parties=parties, recorder=recorder,
         schedule=schedule, dropout=dropout, raise_on_abort=raise_on_abort, privacy=privacy,
         encoders=encoders, attackers=attackers, attack=attack, checks=checks, delta=delta,
+        budgets=budgets,
     )
