@@ -35,6 +35,10 @@ a concentrated-DP bound alone does not imply the Gaussian's (epsilon, delta) cur
 no Gaussian form here and always uses RDP.
 
 The continuous Gaussian baseline (``gaussian_epsilon``) uses the same two accountants.
+
+Rounds of different plans compose the same way (``composed_accounting``, which a client's
+``PrivacyBudget`` uses over its recorded rounds): their Renyi curves add, and when every round
+has a Gaussian form the PLD accountant composes those Gaussians, each at its own sampling rate.
 """
 
 from __future__ import annotations
