@@ -73,6 +73,7 @@ def simulate(
     client_limits: ClientLimits | None = None,
     authenticated: bool = False,
     on_round: Callable[[object, InMemoryRouter], None] | None = None,
+    budgets: Mapping[int, object] | None = None,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -94,6 +95,10 @@ def simulate(
     signed by an operator key. ``adversary`` is the class (k, t) are planned against: default
     malicious in authenticated mode, else semi-honest. ``on_round(server, router)`` is called
     once the round has ended, before the report is built (``Telemetry.observe_round``).
+
+    ``budgets`` (client -> ``secagg.privacy.PrivacyBudget``, with ``privacy``) gives clients their
+    own budgets: a client whose budget the round would exceed refuses it before sending anything
+    (a refusal in the report), and the report summarises what the clients' budgets say.
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -122,6 +127,10 @@ def simulate(
         encoders, attackers = attack_encoders(
             privacy, clients, malicious, attack, seed, lambda label: fork(root, label))
         value_dim = privacy.dim
+        for c, budget in (budgets or {}).items():
+            encoders[c].budget = budget
+    elif budgets:
+        raise ConfigurationError("privacy budgets are charged by the privacy layer: pass privacy=DPPlan(...)")
     else:
         make = inputs or (lambda c: make_input(seed, c, dim, value_range))
         encoders = {c: RangeEncoder(fork(root, "client", c, "quantize")) for c in config.clients}
@@ -161,4 +170,5 @@ def simulate(
         config=config, server=server, router=router, parties=parties, recorder=recorder,
         schedule=schedule, dropout=dropout, raise_on_abort=raise_on_abort, privacy=privacy,
         encoders=encoders, attackers=attackers, attack=attack, checks=checks, delta=delta,
+        budgets=budgets,
     )

@@ -351,8 +351,13 @@ def test_budget_refuses_a_round_before_the_client_sends_anything():
     req = encode(AdvertiseKeysRequest(session_id=config.session_id, round=0, sender=0, recipient=1, config=config))
     first = Client(1, encoder=DPEncoder(plan, budget=budget))
     assert first.receive(req)  # the first round fits
+    # The same (session, round) again is a retry, charged once; the next round is not.
+    assert Client(1, encoder=DPEncoder(plan, budget=budget)).receive(req) and budget.rounds == 1
+    config = RoundConfig.create(30, plan.ring_dim, bits=plan.bits, levels=0, dropout_rate=0.1, round=1,
+                                session_id=config.session_id)
+    req = encode(AdvertiseKeysRequest(session_id=config.session_id, round=1, sender=0, recipient=1, config=config))
     second = Client(1, encoder=DPEncoder(plan, budget=budget))
-    with pytest.raises(PrivacyBudgetExhausted, match="client 1, round 0: .* over the budget"):
+    with pytest.raises(PrivacyBudgetExhausted, match="client 1, round 1: .* over the budget"):
         second.receive(req)
     assert second.state is ClientState.AWAIT_ADVERTISE_KEYS_REQUEST and budget.rounds == 1
 

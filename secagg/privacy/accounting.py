@@ -35,6 +35,10 @@ a concentrated-DP bound alone does not imply the Gaussian's (epsilon, delta) cur
 no Gaussian form here and always uses RDP.
 
 The continuous Gaussian baseline (``gaussian_epsilon``) uses the same two accountants.
+
+Rounds of different plans compose the same way (``composed_accounting``, which a client's
+``PrivacyBudget`` uses over its recorded rounds): their Renyi curves add, and when every round
+has a Gaussian form the PLD accountant composes those Gaussians, each at its own sampling rate.
 """
 
 from __future__ import annotations
@@ -172,14 +176,22 @@ def rdp_to_epsilon(rdp: np.ndarray, delta: float, orders: np.ndarray = ORDERS) -
 
 def pld_gaussian_epsilon(noise_multiplier: float, *, rounds: int, sampling: float, delta: float) -> float:
     """dp-accounting's PLD accountant: the Gaussian of this multiplier, Poisson-sampled, T rounds."""
+    return pld_composed_epsilon([(noise_multiplier, sampling, rounds)], delta=delta)
+
+
+def pld_composed_epsilon(groups, *, delta: float) -> float:
+    """dp-accounting's PLD accountant over rounds that may differ: ``groups`` of (noise
+    multiplier, sampling rate, rounds), each a Poisson-sampled Gaussian composed with itself, the
+    groups composed with one another (the accountant convolves their loss distributions)."""
     import dp_accounting
     from dp_accounting.pld import PLDAccountant
 
-    event = dp_accounting.GaussianDpEvent(noise_multiplier)
-    if sampling < 1:
-        event = dp_accounting.PoissonSampledDpEvent(sampling, event)
     accountant = PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+    for noise_multiplier, sampling, rounds in groups:
+        event = dp_accounting.GaussianDpEvent(noise_multiplier)
+        if sampling < 1:
+            event = dp_accounting.PoissonSampledDpEvent(sampling, event)
+        accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
     return float(accountant.get_epsilon(delta))
 
 
@@ -188,10 +200,27 @@ def accounting(mech: RoundMechanism, *, rounds: int, sampling: float, delta: flo
     """(epsilon, delta) after ``rounds`` rounds at client sampling rate ``sampling``, and which
     accountant gave it (see the module docstring for what each rests on)."""
     _check(rounds, sampling, delta)
+    return composed_accounting([(mech, sampling, rounds)], delta=delta, accountant=accountant)
+
+
+def composed_accounting(groups, *, delta: float, accountant: Accountant | str = Accountant.PLD) -> Accounting:
+    """(epsilon, delta) of rounds that may differ: ``groups`` of (RoundMechanism, sampling rate,
+    rounds). RDP curves add across all of them; PLD composes their Gaussians when every round
+    has one (a single Skellam round leaves RDP alone); the smaller epsilon is reported."""
     accountant = _accountant(accountant)
-    rdp_eps = rdp_to_epsilon(rounds * subsampled_rdp(mech.rdp(), sampling), delta)
-    z = mech.gaussian_noise_multiplier() if accountant is Accountant.PLD else None
-    pld_eps = pld_gaussian_epsilon(z, rounds=rounds, sampling=sampling, delta=delta) if z else None
+    groups = [(mech, sampling, rounds) for mech, sampling, rounds in groups if rounds]
+    if not groups:
+        return Accounting(epsilon=0.0, delta=delta, accountant="rdp", rdp_epsilon=0.0, pld_epsilon=None)
+    for _, sampling, rounds in groups:
+        _check(rounds, sampling, delta)
+    rdp_eps = rdp_to_epsilon(sum(rounds * subsampled_rdp(mech.rdp(), sampling)
+                                 for mech, sampling, rounds in groups), delta)
+    pld_eps = None
+    if accountant is Accountant.PLD:
+        zs = [mech.gaussian_noise_multiplier() for mech, _, _ in groups]
+        if all(zs):
+            pld_eps = pld_composed_epsilon([(z, sampling, rounds) for z, (_, sampling, rounds)
+                                            in zip(zs, groups)], delta=delta)
     if pld_eps is not None and pld_eps < rdp_eps:
         return Accounting(epsilon=pld_eps, delta=delta, accountant="pld", rdp_epsilon=rdp_eps,
                           pld_epsilon=pld_eps)

@@ -35,8 +35,9 @@ import numpy as np
 
 from secagg.crypto import prg
 from secagg.crypto.randomness import RandomSource, system_random
-from secagg.errors import ConfigurationError, InvalidInput, PrivacyBudgetExhausted, SecAggError
+from secagg.errors import ConfigurationError, InvalidInput, SecAggError
 from secagg.privacy import noise, rotation
+from secagg.privacy.budget import PrivacyBudget
 from secagg.privacy.accounting import (
     DEFAULT_BETA,
     Accountant,
@@ -277,35 +278,6 @@ class DPPlan:
         )
 
 
-class PrivacyBudget:
-    """A client's own ledger: the epsilon of the rounds it took part in, against its budget."""
-
-    def __init__(self, epsilon_budget: float, delta: float) -> None:
-        if not (_is_real(epsilon_budget) and epsilon_budget > 0) or not (_is_real(delta) and 0 < delta < 1):
-            raise ConfigurationError(
-                f"privacy budget needs epsilon > 0 and 0 < delta < 1, got epsilon {epsilon_budget!r}, "
-                f"delta {delta!r}"
-            )
-        self.epsilon_budget = epsilon_budget
-        self.delta = delta
-        self.rounds = 0
-        self.spent = 0.0
-
-    def charge(self, plan: DPPlan, *, client: int | None = None, round: int | None = None) -> float:
-        """Account one more round; raise before anything is sent if it would exceed the budget."""
-        after = plan.epsilon(rounds=self.rounds + 1, sampling=1.0, delta=self.delta)
-        if after > self.epsilon_budget:
-            raise PrivacyBudgetExhausted(
-                f"client {client}, round {round}: taking part would bring epsilon to {after:.4g} "
-                f"(delta {self.delta}) after {self.rounds + 1} rounds, over the budget of "
-                f"{self.epsilon_budget}; the client sends nothing",
-                client=client, round=round,
-            )
-        self.rounds += 1
-        self.spent = after
-        return after
-
-
 class DPEncoder:
     """One client's privacy pipeline. Plug into ``Client(encoder=...)``."""
 
@@ -326,7 +298,7 @@ class DPEncoder:
                 f"(dim {plan.ring_dim}, {plan.bits} bits, levels 0)"
             )
         if self.budget is not None:
-            self.budget.charge(plan, client=client, round=config.round)
+            self.budget.charge(plan, client=client, round=config.round, session=config.session_id)
 
     def encode(self, update, *, clip: bool = True) -> np.ndarray:
         """The ring vector for ``update`` (a list of arrays in the plan's shapes, or one array).

@@ -64,6 +64,8 @@ class SimulationReport:
     ignored: dict[str, int] = field(default_factory=dict)
     refusals: dict[int, str] = field(default_factory=dict)
     network: dict[str, int] = field(default_factory=dict)
+    # Clients with privacy budgets: what they report (not secret), summarised (BudgetSummary.as_dict).
+    budgets: dict | None = None
     result: RoundResult | None = field(default=None, repr=False, compare=False)
     aggregate: object | None = field(default=None, repr=False, compare=False)
 
@@ -108,6 +110,13 @@ class SimulationReport:
             )
         if self.malicious:
             lines.append(f"  malicious clients ({self.dp.get('attack')}): {self.malicious}")
+        if self.budgets:
+            b = self.budgets
+            lines.append(
+                f"  privacy budgets: {b['exhausted']} of {b['clients']} clients exhausted; epsilon spent "
+                f"min {b['epsilon_min']:.4g}, median {b['epsilon_median']:.4g}, max {b['epsilon_max']:.4g}"
+                + (f" at delta {b['delta']}" if b["delta"] else "")
+            )
         for c in self.checks or []:
             mark = "pass" if c["passed"] else ("REJECT" if c["policy"] == "reject" else "WARN")
             lines.append(f"    check {c['name']:<16} {mark:<6} value {c['value']:.4g}  bound {c['bound']:.4g}")
@@ -130,8 +139,17 @@ class SimulationReport:
 
 
 
+def _budgets(budgets) -> dict | None:
+    """The population's budget state, from each client's own report of its budget."""
+    if not budgets:
+        return None
+    from secagg.privacy.budget import population_budget
+
+    return population_budget(b.report() for _, b in sorted(budgets.items())).as_dict()
+
+
 def build_report(*, config, server, router, parties, recorder, schedule, dropout, raise_on_abort,
-                 privacy, encoders, attackers, attack, checks, delta) -> SimulationReport:
+                 privacy, encoders, attackers, attack, checks, delta, budgets=None) -> SimulationReport:
     clients = config.num_clients
     dropped_by_stage = {s.value: sorted(c for c, st in schedule.items() if st is s) for s in STAGE_ORDER}
     full = [c for c in config.clients if c not in schedule] or list(config.clients)
@@ -154,6 +172,7 @@ def build_report(*, config, server, router, parties, recorder, schedule, dropout
         ignored=server.ignored.as_dict(),
         refusals={c: str(e) for c, e in sorted(router.refusals.items())},
         network=dict(router.counts),
+        budgets=_budgets(budgets),
     )
     try:
         result = server.result()
