@@ -6,8 +6,8 @@ rows of ``rounds.ROUNDS``; the client answers round i's request in ``_on_<key>``
 1. AdvertiseKeysRequest: check the announced configuration against this client's limits before
    any work that grows with it; check that it is not weaker than the parameter finder gives for
    its n and adversary class, that the operator signed it (authenticated rounds) and that it is
-   not a round this client already joined (with a ``RoundLedger``). Then make two X25519 key pairs: c (to encrypt shares) and s (to
-   agree pairwise mask seeds). Send both public keys.
+   not a round this client already joined (with a ``RoundLedger``). Then make two X25519 key
+   pairs: c (to encrypt shares) and s (to agree pairwise mask seeds). Send both public keys.
 2. ShareKeysRequest: check every relayed key (a valid, non-low-order point) and that the senders
    are graph neighbours, at least t of them. Draw the self-mask seed b; Shamir-share b and s t-of-k
    among the neighbours; encrypt each neighbour's pair of shares under a key agreed with its c
