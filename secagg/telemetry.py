@@ -161,6 +161,14 @@ class Telemetry:
     def privacy_budget_exhausted(self, client: int) -> None:
         self.budget_exhausted.labels(client_id=str(client)).inc()
 
+    def observe_budgets(self, states) -> None:
+        """Set ``fl_client_epsilon_spent`` from what clients report about their budgets
+        (``secagg.privacy.BudgetState``, e.g. ``PrivacyBudget.report()``): public numbers, no
+        update. Refusals for a spent budget are counted by ``observe_round``."""
+        for state in states:
+            if state.client is not None:
+                self.set_epsilon_spent(state.client, state.epsilon_spent)
+
     def watch_model_guard(self, guard) -> None:
         """Count ``guard.failures`` (a ``secagg.model_signing.ModelGuard``) in
         ``fl_model_signature_verification_failure_total``, read at every scrape."""

@@ -287,3 +287,26 @@ def test_metrics_hold_without_a_port_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "8", "--dim", "4",
                           "--metrics-hold", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "--metrics-hold needs --metrics-port" in out.stderr
+
+
+def test_clients_budgets_feed_the_epsilon_gauge_and_the_exhausted_counter(telemetry):
+    """A DP round where client 4's budget is spent: it refuses (counted once under its id) and
+    every client's reported epsilon is the gauge's value, scraped over HTTP."""
+    from secagg.privacy import DPPlan
+    from secagg.privacy.budget import PrivacyBudget
+
+    delta = 1e-5
+    plan = DPPlan.create(((64,),), clip=1.0, noise_multiplier=1.0, min_clients=8, max_clients=12)
+    one, two = plan.epsilon(rounds=1, delta=delta), plan.epsilon(rounds=2, delta=delta)
+    budgets = {c: PrivacyBudget(10 * two, delta, client=c) for c in range(1, 13)}
+    budgets[4] = PrivacyBudget((one + two) / 2, delta, client=4)
+    budgets[4].charge(plan, round=0, session=b"\x01" * 32)
+    report = simulate(12, 0, privacy=plan, seed=5, budgets=budgets, delta=delta,
+                      on_round=simulate_observer(telemetry))
+    assert list(report.refusals) == [4]
+    telemetry.observe_budgets(b.report() for b in budgets.values())
+    samples = scrape(telemetry.serve(0))
+    spent = by(samples, "fl_client_epsilon_spent", "client_id")
+    assert set(spent) == {str(c) for c in range(1, 13)}
+    assert all(v == pytest.approx(one) for v in spent.values())
+    assert by(samples, "fl_privacy_budget_exhausted_total", "client_id") == {"4": 1.0}
