@@ -12,3 +12,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def median_seconds(fn, runs: int) -> float:
+    """Median wall time of ``runs`` calls of ``fn``."""
+    import statistics
+    import time
+
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cpu_model
+from bench import cpu_model, median_seconds
 from secagg.privacy import DPPlan, PrivacyBudget
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,15 +41,6 @@ def _plans(kind: str, rounds: int):
         ten = [plan(1.0 + i / 10) for i in range(10)]
         return [ten[r % 10] for r in range(rounds + 1)]
     return [plan(1.0)] * (rounds + 1)
-
-
-def _median(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def scenario(kind: str, rounds: int, runs: int) -> dict:
@@ -73,7 +64,7 @@ def scenario(kind: str, rounds: int, runs: int) -> dict:
                 b.charge(plans[rounds], round=rounds + i, session=b"\x01" * 32, sampling=sampling)
                 charge_times.append(time.perf_counter() - t)
         return {"ledger": kind, "rounds": rounds, "sampling": sampling, "epsilon": spent.epsilon,
-                "accountant": spent.accountant, "recompute_seconds": _median(recompute, runs),
+                "accountant": spent.accountant, "recompute_seconds": median_seconds(recompute, runs),
                 "charge_seconds": statistics.median(charge_times)}
 
 

@@ -26,18 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import median_seconds
 from secagg.identity import CertificateAuthority, ClientIdentity, EnrolmentLimits, Registry, verify_signature
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _median(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -79,8 +71,8 @@ def main(argv=None) -> None:
     message = bytes(96)
     signature = identity.sign(message)
     key = identity.public_key_bytes
-    rows["sign_s"] = _median(lambda: [identity.sign(message) for _ in range(1000)], args.runs) / 1000
-    rows["verify_signature_s"] = _median(lambda: [verify_signature(key, message, signature) for _ in range(1000)],
+    rows["sign_s"] = median_seconds(lambda: [identity.sign(message) for _ in range(1000)], args.runs) / 1000
+    rows["verify_signature_s"] = median_seconds(lambda: [verify_signature(key, message, signature) for _ in range(1000)],
                                          args.runs) / 1000
     out = {"clients": n, "runs": args.runs, "cpu": platform.processor() or platform.machine(),
            "python": platform.python_version(), **rows}

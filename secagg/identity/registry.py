@@ -40,6 +40,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from secagg.storage import open_versioned, write_transaction
 from secagg.errors import ConfigurationError, EnrolmentRefused, IdentityError, RegistryError
 from secagg.identity.ca import _aware, _check_id, load_certificate, verify_client_certificate
 
@@ -131,21 +132,9 @@ class Registry:
         self.limits = limits
         self.read_only = False
         self._verified: dict[bytes, tuple[int, bytes, float, float]] = {}
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        if self.path != MEMORY:
-            self._db.execute("PRAGMA journal_mode = WAL")
-        with self._write():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                if self._db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
-                    raise RegistryError(f"{self.path} is an SQLite file but not a secagg registry")
-                # Statement by statement: executescript() would commit our transaction.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute("INSERT INTO meta VALUES ('ca_certificate', ?)", (_der(ca),))
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db = open_versioned(
+            self.path, schema=_SCHEMA, version=SCHEMA_VERSION, what="secagg registry", error=RegistryError,
+            on_create=lambda db: db.execute("INSERT INTO meta VALUES ('ca_certificate', ?)", (_der(ca),)))
         self.ca_certificate = self._pinned_ca(ca)
 
     def __deepcopy__(self, memo) -> Registry:
@@ -185,24 +174,13 @@ class Registry:
 
     # -- transactions -------------------------------------------------------------------------
 
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
-
-        def __enter__(self) -> sqlite3.Connection:
-            # IMMEDIATE takes the write lock before the limit checks read the counts, so two
-            # enrolment processes cannot both see room for one more.
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, kind, exc, tb) -> None:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-    def _write(self) -> Registry._Tx:
+    def _write(self) -> write_transaction:
         if self.read_only:
             raise RegistryError(f"registry {self.path} is open read-only: enrolment and revocation "
                                 f"belong to the enrolment service, not the aggregation server")
-        return Registry._Tx(self._db)
+        # Taken before the limit checks read the counts: two enrolment processes cannot both see
+        # room for one more.
+        return write_transaction(self._db)
 
     def close(self) -> None:
         self._db.close()

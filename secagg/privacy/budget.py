@@ -29,7 +29,6 @@ tests and simulations). Time is injected (``clock``) so that tests are reproduci
 
 from __future__ import annotations
 
-import sqlite3
 import statistics
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from secagg.storage import open_versioned, write_transaction
 from secagg.errors import ConfigurationError, PrivacyBudgetExhausted
 from secagg.privacy.accounting import (
     Accountant,
@@ -110,20 +110,8 @@ class PrivacyBudget:
         self.refused = 0  # rounds refused for the budget since this handle was opened
         self._clock = clock
         self._spent: tuple[tuple, Accounting] | None = None
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        if self.path != MEMORY:
-            self._db.execute("PRAGMA journal_mode = WAL")
-        with self._write():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                if self._db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
-                    raise ConfigurationError(f"{self.path} is an SQLite file but not a secagg privacy budget")
-                self._db.execute(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise ConfigurationError(f"privacy budget {self.path} has schema version {version}; "
-                                         f"this code reads version {SCHEMA_VERSION}")
+        self._db = open_versioned(self.path, schema=_SCHEMA, version=SCHEMA_VERSION,
+                                  what="secagg privacy budget", error=ConfigurationError)
 
     def __deepcopy__(self, memo) -> PrivacyBudget:
         """A copied party (a test's snapshot) shares the ledger: it is the client's storage, not
@@ -232,21 +220,10 @@ class PrivacyBudget:
         return composed_accounting([(mech, q, n) for (mech, q), n in groups.items()],
                                    delta=self.delta, accountant=self.accountant)
 
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
-
-        def __enter__(self) -> sqlite3.Connection:
-            # IMMEDIATE takes the write lock before the ledger is read, so two processes of the
-            # same client cannot both see room for one more round.
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, kind, exc, tb) -> None:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-    def _write(self) -> PrivacyBudget._Tx:
-        return PrivacyBudget._Tx(self._db)
+    def _write(self) -> write_transaction:
+        # Taken before the ledger is read: two processes of one client cannot both see room for
+        # one more round.
+        return write_transaction(self._db)
 
 
 def _mechanism(row) -> RoundMechanism:
