@@ -5,9 +5,11 @@ Theory of operation. The broker carries frames; the core decides everything. Top
 
 - ``secagg/{session}/{round}/down/{client}``: the server's frames to one client;
 - ``secagg/{session}/{round}/up/{client}``: one client's frames to the server;
-- ``secagg/lost/{client}``: the client's Last Will, set when it connects (before it knows the
-  session), which the broker publishes when the connection dies; the server feeds it to
-  ``peer_lost``.
+- ``secagg/lost/{client}``: the client's presence. It publishes ``U`` and its connection's
+  generation on every connect, and sets its Last Will (``L`` and that generation) when it
+  connects, before it knows the session; the broker publishes the Will when the connection dies.
+  The server drops the client (``peer_lost``) a short grace after a Will, unless a newer
+  connection announced itself meanwhile (``Liveness``).
 
 ``{session}`` is the config's 16-byte session label in hex. The broker's ACL lets a client
 publish only to its own up-topic and lost-topic and read only its own down-topic, and maps its
@@ -50,15 +52,16 @@ def _require_aiomqtt():
     return aiomqtt
 
 
-def down_topic(session_id: bytes, round: int, client: int) -> str:
+def down_topic(session_id: bytes, round: int, client: int | str) -> str:
     return f"{TOPIC_ROOT}/{session_id.hex()}/{round}/down/{client}"
 
 
-def up_topic(session_id: bytes, round: int, client: int) -> str:
+def up_topic(session_id: bytes, round: int, client: int | str) -> str:
+    """(``client`` may be the wildcard "+".)"""
     return f"{TOPIC_ROOT}/{session_id.hex()}/{round}/up/{client}"
 
 
-def lost_topic(client: int) -> str:
+def lost_topic(client: int | str) -> str:
     return f"{TOPIC_ROOT}/lost/{client}"
 
 
@@ -130,7 +133,7 @@ class Link:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.reconnects = 0
         self.last_error: BaseException | None = None
-        self._subscriptions: list[str] = []
+        self._subscriptions: dict[str, None] = {}  # in order, each once: renewed on every reconnect
         self._mqtt = None
         self._up = asyncio.Event()
         self._lost: asyncio.Future | None = None  # resolved when the current connection ends
@@ -157,10 +160,10 @@ class Link:
     async def _run(self) -> None:
         aiomqtt = _require_aiomqtt()
         while True:
+            generation = time.time_ns()
             try:
                 # A refused connection shows in aiomqtt only as a timeout: keep it short, so a
                 # restarted broker is found again within about a second.
-                generation = time.time_ns()
                 async with connect(self.broker, self.identity, will_client=self.will_client,
                                    timeout=min(self.connect_timeout, 1.5), generation=generation) as mqtt:
                     for topic in self._subscriptions:
@@ -183,21 +186,31 @@ class Link:
             await asyncio.sleep(self.retry_seconds)
 
     async def subscribe(self, topic: str) -> None:
-        self._subscriptions.append(topic)
+        if topic in self._subscriptions:
+            return
+        self._subscriptions[topic] = None
         if self._mqtt is not None:
             await self._mqtt.subscribe(topic, qos=QOS)
 
-    async def publish(self, items: list[tuple[str, bytes]], *, max_frame_bytes: int = 0,
+    async def unsubscribe(self, topic: str) -> None:
+        """Drop a subscription (a finished round's topic), here and at the broker if connected;
+        a reconnect does not renew it."""
+        if topic not in self._subscriptions:
+            return
+        del self._subscriptions[topic]
+        if self._mqtt is not None:
+            await self._mqtt.unsubscribe(topic)
+
+    async def publish(self, items: list[tuple[str, bytes]], *, max_frame_bytes: int = MAX_FRAME_BYTES,
                       retain: bool = False, timeout: float = 60.0) -> None:
         """Publish every (topic, frame), QoS 1; if the connection drops, wait for it (at most
         ``timeout`` seconds in all) and publish them again."""
         aiomqtt = _require_aiomqtt()
-        limit = max_frame_bytes or MAX_FRAME_BYTES
         for topic, frame in items:
-            if len(frame) > limit:
+            if len(frame) > max_frame_bytes:
                 raise ConfigurationError(
                     f"a {len(frame):,}-byte frame for {topic} exceeds the broker's packet limit of "
-                    f"{limit:,} bytes: raise max_packet_size (secagg broker-config) or lower d or b")
+                    f"{max_frame_bytes:,} bytes: raise max_packet_size (secagg broker-config) or lower d or b")
         deadline = time.monotonic() + timeout
         while items:
             await self._wait_up(deadline - time.monotonic())
@@ -294,8 +307,9 @@ async def serve(server, link: Link, *, phase_timeout: float = 30.0, max_frame_by
     def topics(outgoing: list[Outgoing]) -> list[tuple[str, bytes]]:
         return [(down_topic(session, rnd, o.recipient), o.frame) for o in outgoing]
 
-    await link.subscribe(f"{TOPIC_ROOT}/{session.hex()}/{rnd}/up/+")
-    await link.subscribe(f"{TOPIC_ROOT}/lost/+")
+    arrivals = up_topic(session, rnd, "+")
+    await link.subscribe(arrivals)
+    await link.subscribe(lost_topic("+"))
     logs: list[PhaseLog] = []
 
     def new_phase() -> PhaseLog:
@@ -308,9 +322,9 @@ async def serve(server, link: Link, *, phase_timeout: float = 30.0, max_frame_by
 
     log = new_phase()
 
-    async def send(out, **kw) -> None:
+    async def send(out) -> None:
         await link.publish(topics(out), max_frame_bytes=max_frame_bytes,
-                           timeout=max(log.started + phase_timeout - time.monotonic(), 1.0), **kw)
+                           timeout=max(log.started + phase_timeout - time.monotonic(), 1.0))
 
     invitations = topics(server.start())
     await link.publish(invitations, max_frame_bytes=max_frame_bytes, retain=True, timeout=phase_timeout)
@@ -345,6 +359,7 @@ async def serve(server, link: Link, *, phase_timeout: float = 30.0, max_frame_by
             log = new_phase()
         await send(out)
     await link.publish([(topic, b"") for topic, _ in invitations], retain=True, timeout=phase_timeout)
+    await link.unsubscribe(arrivals)
     logs[-1].seconds = time.monotonic() - logs[-1].started
     return logs
 
@@ -353,7 +368,7 @@ async def participate(client, link: Link, *, idle_timeout: float = 120.0,
                       max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
     """Run ``client`` over ``link`` until it is done, refused or gave up. A refusal is kept in
     ``client.error`` (not raised): the client simply stops answering."""
-    await link.subscribe(f"{TOPIC_ROOT}/+/+/down/{client.id}")
+    await link.subscribe(f"{TOPIC_ROOT}/+/+/down/{client.id}")  # the session is not known yet
     while not client.finished:
         message = await link.next(idle_timeout)
         if message is None:
