@@ -140,7 +140,7 @@ def simulate(
 
     # galois builds its field (and, for a batch big enough to use them, compiles its JIT kernels)
     # once per process: not a per-round cost, so not inside the server's timer.
-    shamir.warm_up(jit=clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
+    shamir.warm_up_for_round(clients, config.threshold)
     server, parties, _ = build_parties(
         config, root,
         # The input is made when the round asks for it: memory O(d) per client at a time.

@@ -110,6 +110,13 @@ def warm_up(*, jit: bool = False) -> None:
         recover_many(pairs, 2)
 
 
+def warm_up_for_round(clients: int, threshold: int) -> None:
+    """``warm_up`` before a server's round of ``clients`` at ``threshold``: the JIT kernels too
+    when its reconstruction (about n t^2 chunk operations) is big enough to use them. Once per
+    process, before the round: not a per-round cost, so not inside a timer or a deadline."""
+    warm_up(jit=clients * threshold**2 * CHUNKS >= JIT_WORK)
+
+
 def secrets_to_chunks(secrets: Sequence[bytes]) -> np.ndarray:
     """(m,) secrets of 32 bytes -> (m, 9) uint64 chunks of 31 bits each."""
     for s in secrets:

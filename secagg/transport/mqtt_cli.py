@@ -154,12 +154,10 @@ def cmd_serve(args) -> int:
                                                 value_range=args.value_range,
                                                 dropout_rate=args.dropout_rate, round=rnd, session_id=session)
                     server = Server(config)
-                # galois builds its field (and JIT kernels for big batches) once per process:
-                # before the round, not inside its deadlines.
-                shamir.warm_up(jit=config.num_clients * config.threshold**2 * shamir.CHUNKS >= shamir.JIT_WORK)
+                shamir.warm_up_for_round(config.num_clients, config.threshold)
                 t0 = time.monotonic()
                 logs = await serve(server, link, phase_timeout=args.phase_timeout,
-                                   on_event=_Progress(args.clients, args.phase_timeout, not args.no_progress))
+                                   on_event=_Progress(config.num_clients, args.phase_timeout, not args.no_progress))
                 if metrics:
                     metrics.observe_round(server, phase_seconds={g.phase: g.seconds for g in logs})
                 report = {"round": config.round, "clients": config.num_clients, "dim": config.dim,
@@ -180,7 +178,7 @@ def cmd_serve(args) -> int:
                                   sum_head=[float(v) for v in result.values[:4]])
                     if args.out:
                         args.out.mkdir(parents=True, exist_ok=True)
-                        np.save(args.out / f"round-{rnd}.npy", result.values)
+                        np.save(args.out / f"round-{config.round}.npy", result.values)
                 _print_round(report, args.json)
 
     try:
