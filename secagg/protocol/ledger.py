@@ -13,11 +13,14 @@ and simulations. A client records a round when it commits to it (before it sends
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
+from secagg.errors import ConfigurationError
+from secagg.storage import open_versioned, write_transaction
+
+SCHEMA_VERSION = 1
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS joined (
+CREATE TABLE joined (
     session_id BLOB NOT NULL PRIMARY KEY,
     last_round BLOB NOT NULL  -- u64, big-endian: rounds go up to 2^64 - 1, past SQLite's integers
 )
@@ -29,8 +32,8 @@ class RoundLedger:
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute(_SCHEMA)
+        self._db = open_versioned(self.path, schema=_SCHEMA, version=SCHEMA_VERSION,
+                                  what="secagg round ledger", error=ConfigurationError)
 
     def fault(self, session_id: bytes, round: int) -> str | None:
         """Why joining round ``round`` of ``session_id`` would be a replay, or None."""
@@ -45,11 +48,13 @@ class RoundLedger:
         return None if row is None else int.from_bytes(row[0], "big")
 
     def record(self, session_id: bytes, round: int) -> None:
-        """Remember that the client committed to ``round`` of ``session_id``."""
-        last = self._last(session_id)
-        if last is None or round > last:
-            self._db.execute("INSERT OR REPLACE INTO joined (session_id, last_round) VALUES (?, ?)",
-                             (session_id, round.to_bytes(8, "big")))
+        """Remember that the client committed to ``round`` of ``session_id`` (read and written in
+        one transaction, so two processes of one client never move the record backwards)."""
+        with write_transaction(self._db):
+            last = self._last(session_id)
+            if last is None or round > last:
+                self._db.execute("INSERT OR REPLACE INTO joined (session_id, last_round) VALUES (?, ?)",
+                                 (session_id, round.to_bytes(8, "big")))
 
     def close(self) -> None:
         self._db.close()
