@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 
 from secagg.codec import decode, encode
 from secagg.crypto import kex, shamir
@@ -30,6 +29,8 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.protocol.client import self_mask_commitment
+from secagg.protocol.rounds import STAGE_ORDER
+from secagg.sim import scenario
 
 from harness import Harness
 
@@ -147,11 +148,11 @@ def victim(config, schedule) -> int:
 
 
 def dropout_schedule(config, rate: float, label: str) -> dict[int, int]:
-    """``rate`` n clients, chosen by ``label``, each silent from a random round (0..4)."""
-    gen = np.random.default_rng(int.from_bytes(DeterministicRandom(label)(4), "big"))
-    count = int(rate * config.num_clients)
-    chosen = gen.choice(np.arange(2, config.num_clients + 1), size=count, replace=False)
-    return {int(c): int(gen.integers(0, 5)) for c in chosen}
+    """``sim.scenario.dropout_schedule`` ("mixed" stages, seeded by ``label``) as the harness's
+    client -> index of the first silent round."""
+    seed = int.from_bytes(DeterministicRandom(label)(4), "big")
+    return {c: STAGE_ORDER.index(stage)
+            for c, stage in scenario.dropout_schedule(config.num_clients, rate, "mixed", seed).items()}
 
 
 def holders(config, u: int) -> list[int]:

@@ -88,7 +88,8 @@ def test_a_client_that_joins_late_finds_its_retained_invitation(broker):
 # --- separate processes, killed mid-round ---------------------------------------------------------
 
 
-def _spawn_clients(broker, tmp_path, inputs, crash: dict[int, str], idle_timeout=20):
+def _spawn_clients(broker, tmp_path, inputs, crash: dict[int, str], idle_timeout=20, extra=lambda c: []):
+    """One ``secagg client`` process per input; ``extra(c)``: more arguments for client c."""
     procs = {}
     for c, x in inputs.items():
         path = tmp_path / f"input-{c}.npy"
@@ -98,6 +99,7 @@ def _spawn_clients(broker, tmp_path, inputs, crash: dict[int, str], idle_timeout
                "--idle-timeout", str(idle_timeout)]
         if c in crash:
             cmd += ["--crash-at", crash[c]]
+        cmd += extra(c)
         procs[c] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     return procs
 
@@ -346,15 +348,9 @@ def test_an_authenticated_round_over_mqtt_from_the_command_line_and_its_replay_r
     auth = ["--operator-public-key", str(deploy / "operator" / "operator-ed25519.pub.pem"),
             "--registry", str(deploy / "registry.db")]
 
-    def one_round():
-        procs = {}
-        for c, x in inputs.items():
-            np.save(tmp_path / f"input-{c}.npy", x)
-            procs[c] = subprocess.Popen(
-                [sys.executable, "-m", "secagg", "client", "--broker", f"{files.host}:{files.port}",
-                 "--tls", str(deploy), "--id", str(c), "--input", str(tmp_path / f"input-{c}.npy"),
-                 "--idle-timeout", "20", *auth, "--ledger", str(tmp_path / f"ledger-{c}.db")],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    def one_round(broker):
+        procs = _spawn_clients(broker, tmp_path, inputs, {},
+                               extra=lambda c: [*auth, "--ledger", str(tmp_path / f"ledger-{c}.db")])
         try:
             served = run("serve", "--broker", f"{files.host}:{files.port}", "--tls", str(deploy),
                          "--clients", str(N), "--dim", str(D), "--signed-rounds", str(tmp_path / "rounds"),
@@ -364,15 +360,15 @@ def test_an_authenticated_round_over_mqtt_from_the_command_line_and_its_replay_r
             codes = _reap(procs)
         return served, codes
 
-    with Mosquitto(files, binary=mosquitto_binary):
-        served, codes = one_round()
+    with Mosquitto(files, binary=mosquitto_binary) as broker:
+        served, codes = one_round(broker)
         assert served.returncode == 0, served.stderr
         report = json.loads(served.stdout.splitlines()[-1])
         assert report["authenticated"] is True and report["contributors"] == list(range(1, N + 1))
         assert np.allclose(np.load(tmp_path / "sums" / "round-0.npy"), sum(inputs.values()), atol=1e-5)
         assert all(code == 0 for code, _ in codes.values()), codes
 
-        replayed, codes = one_round()
+        replayed, codes = one_round(broker)
     assert replayed.returncode == 3 and json.loads(replayed.stdout.splitlines()[-1])["aborted"]
     for c, (code, err) in codes.items():
         assert code == 4 and "ReplayedRound" not in err and "already took part" in err, (c, err)
