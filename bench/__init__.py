@@ -25,3 +25,16 @@ def median_seconds(fn, runs: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def write_results(out, name: str, rows: list, lines: list[str]) -> None:
+    """``out``/``name``.json (the CPU and the rows) and ``name``.md (``lines``), then print the
+    markdown."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"cpu": cpu_model(), "rows": rows}, indent=2) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

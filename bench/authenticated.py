@@ -22,12 +22,11 @@ its certificate against the CA (once per server process), and that cost is measu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
-from bench import cpu_model
+from bench import cpu_model, write_results
 from secagg import simulate
 from secagg.crypto import shamir
 from secagg.crypto.randomness import DeterministicRandom
@@ -88,8 +87,6 @@ def main() -> int:
     args = parser.parse_args()
     points = [tuple(int(v) for v in p.split("x")) for p in args.points.split(",")]
     rows = run(points, args.dropout, args.repeats)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "authenticated.json").write_text(json.dumps({"cpu": cpu_model(), "rows": rows}, indent=2) + "\n")
     lines = ["# Authenticated mode against semi-honest", "",
              f"`python3 -m bench.authenticated --points {args.points} --dropout {args.dropout} "
              f"--repeats {args.repeats}` on {cpu_model()}; modes interleaved, medians of "
@@ -117,8 +114,7 @@ def main() -> int:
             f"{_ratio(a, base, 'client_seconds_median')}, server {_ratio(a, base, 'server_seconds')}. "
             f"The server's first registry lookup of all {n:,} clients (certificate checks) takes "
             f"{reg['cold']:.3f} s cold, {reg['warm'] * 1e3:.1f} ms warm (a later round in the same process).")
-    (args.out / "authenticated.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "authenticated", rows, lines)
     return 0
 
 

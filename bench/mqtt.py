@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import cpu_model
+from bench import cpu_model, write_results
 
 SEED = 3
 
@@ -141,8 +140,6 @@ def main() -> int:
         return worker(args)
     points = [tuple(int(v) for v in p.split("x")) for p in args.points.split(",")]
     rows = [measure(n, d, args.workers) for n, d in points]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "mqtt.json").write_text(json.dumps({"cpu": cpu_model(), "rows": rows}, indent=2) + "\n")
     lines = ["# A round over MQTT (mosquitto, mutual TLS 1.3, loopback) against in-process", "",
              f"`python3 -m bench.mqtt --points {args.points} --workers {args.workers}` on {cpu_model()}: "
              "the server in one process, the clients as asyncio tasks in the worker processes, one TLS "
@@ -155,8 +152,7 @@ def main() -> int:
                      f"{r['mqtt_round_seconds']:.2f} | {r['in_process_seconds']:.2f} | "
                      f"x{r['mqtt_round_seconds'] / r['in_process_seconds']:.2f} | "
                      f"{r['broker_bytes_received'] / 1e6:.1f} | {r['broker_bytes_sent'] / 1e6:.1f} | {phases} |")
-    (args.out / "mqtt.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "mqtt", rows, lines)
     return 0
 
 
