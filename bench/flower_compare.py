@@ -1,7 +1,7 @@
 """Flower's own SecAgg+, secagg's Flower adapter and plain FedAvg: the same clients' updates, the
 same Flower setup, one round each.
 
-    python3 -m bench.flower_compare [--clients 100,1100] [--dropout 0,0.1] [--weights varying,equal]
+    python3 -m bench.flower_compare [--points 100:0:varying,1100:0:equal,...] [--backend process|ray]
 
 Theory of operation. Each scenario (n clients, a dropout rate, a weight profile) builds one set of
 client updates, then runs one Flower fit round three times over it:
@@ -60,6 +60,9 @@ DIM = sum(int(np.prod(s)) for s in SHAPES)
 MAX_WEIGHT = 50
 CLIPPING_RANGE = 8.0  # SecAggPlusWorkflow's and SecAggWorkflow's default
 LIBRARIES = ("fedavg", "flower", "secagg")
+# n:dropout:weights. Flower at n = 1,100 (k = 36, t = 19) takes 15-30 min a round here, nearly
+# all of it pure-Python Shamir sharing and reconstruction, so its dropout point is n = 100 only.
+DEFAULT_POINTS = "100:0:varying,100:0:equal,100:0.1:varying,100:0.1:equal,1100:0:varying,1100:0:equal"
 LABELS = {"fedavg": "FedAvg (no SecAgg)", "flower": "Flower SecAgg+", "secagg": "secagg"}
 # Flower SecAgg+'s fixed-point defaults: 2^22 levels over [-clipping_range, clipping_range], ring Z_2^32.
 FLOWER_LEVELS = 2**22
@@ -75,13 +78,18 @@ def node_ids(n: int, seed: int) -> list[int]:
     return sorted(ids)
 
 
+def client_update(seed: int, index: int, weights: str) -> tuple[list[np.ndarray], int]:
+    """Client ``index``'s arrays (float32, uniform in [-1, 1]) and sample count, from its own seed."""
+    gen = np.random.default_rng([seed, index])
+    arrays = [gen.uniform(-1.0, 1.0, s).astype(np.float32) for s in SHAPES]
+    return arrays, int(gen.integers(1, MAX_WEIGHT + 1)) if weights == "varying" else MAX_WEIGHT
+
+
 def client_updates(nodes: list[int], seed: int, weights: str) -> tuple[dict, dict]:
-    """Each node's arrays (float32, uniform in [-1, 1]) and sample count, from a seed of its own."""
+    """Every node's update and sample count; node ``nodes[i]`` is client i."""
     arrays, counts = {}, {}
     for i, nid in enumerate(nodes):
-        gen = np.random.default_rng([seed, i])
-        arrays[nid] = [gen.uniform(-1.0, 1.0, s).astype(np.float32) for s in SHAPES]
-        counts[nid] = int(gen.integers(1, MAX_WEIGHT + 1)) if weights == "varying" else MAX_WEIGHT
+        arrays[nid], counts[nid] = client_update(seed, i, weights)
     return arrays, counts
 
 
@@ -157,18 +165,63 @@ def drop_rule(library: str, dropped: set[int]):
     return drop
 
 
+def fit_workflow(library: str, num_shares: int, threshold: int):
+    """The server's fit workflow and the clients' mods for ``library``."""
+    if library == "fedavg":
+        from flwr.server.workflow.default_workflows import default_fit_workflow
+
+        return default_fit_workflow, []
+    if library == "flower":
+        from flwr.client.mod import secaggplus_mod
+        from flwr.server.workflow import SecAggPlusWorkflow
+
+        return SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
+                                  max_weight=float(MAX_WEIGHT), clipping_range=CLIPPING_RANGE), [secaggplus_mod]
+    from secagg.flower import SecAggWorkflow, secagg_mod
+
+    return SecAggWorkflow(num_shares=None, reconstruction_threshold=None, max_weight=float(MAX_WEIGHT),
+                          clipping_range=CLIPPING_RANGE), [secagg_mod]
+
+
+def strategy(n: int):
+    """Flower's legacy FedAvg, every node sampled for training, no federated evaluation."""
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server.strategy import FedAvg
+
+    zeros = [np.zeros(s, np.float32) for s in SHAPES]
+    return FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n, min_available_clients=n,
+                  initial_parameters=ndarrays_to_parameters(zeros))
+
+
+def _released(context) -> list[np.ndarray]:
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.common import parameters_to_ndarrays
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    record = context.state.array_records[MAIN_PARAMS_RECORD]
+    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, True))
+
+
+def _outcome(library: str, workflow) -> dict:
+    if library != "secagg":
+        return {}
+    outcome = workflow.outcomes[-1]
+    return {"contributors": len(outcome.contributors),
+            "aborted": None if outcome.aborted is None else str(outcome.aborted),
+            "refusals": {str(k): str(v) for k, v in outcome.refusals.items()},
+            "phase_seconds": dict(outcome.phase_seconds)}
+
+
 def run_round(library: str, nodes: list[int], arrays: dict, counts: dict, dropped: set[int],
               num_shares: int, threshold: int) -> dict:
-    """One fit round of ``library`` over the in-process grid; returns the released arrays and
-    what it cost."""
+    """One fit round of ``library``, every ClientApp in this process behind ``InProcessGrid``;
+    returns the released arrays and what the round cost."""
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import ConfigRecord, Context, RecordDict
     from flwr.client import ClientApp, NumPyClient
-    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.client_manager import SimpleClientManager
     from flwr.server.compat.grid_client_proxy import GridClientProxy
     from flwr.server.compat.legacy_context import LegacyContext
-    from flwr.server.strategy import FedAvg
     from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
     from flwr.server.workflow.constant import Key as WorkflowKey
 
@@ -183,60 +236,158 @@ def run_round(library: str, nodes: list[int], arrays: dict, counts: dict, droppe
         def fit(self, parameters, config):
             return arrays[self.nid], counts[self.nid], {}
 
-    if library == "fedavg":
-        from flwr.server.workflow.default_workflows import default_fit_workflow as workflow
-
-        mods = []
-    elif library == "flower":
-        from flwr.client.mod import secaggplus_mod
-        from flwr.server.workflow import SecAggPlusWorkflow
-
-        mods = [secaggplus_mod]
-        workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
-                                      max_weight=float(MAX_WEIGHT), clipping_range=CLIPPING_RANGE)
-    else:
-        from secagg.flower import SecAggWorkflow, secagg_mod
-
-        mods = [secagg_mod]
-        workflow = SecAggWorkflow(num_shares=None, reconstruction_threshold=None,
-                                  max_weight=float(MAX_WEIGHT), clipping_range=CLIPPING_RANGE)
-
+    workflow, mods = fit_workflow(library, num_shares, threshold)
     app = ClientApp(client_fn=lambda ctx: UpdateClient(ctx.node_id).to_client(), mods=mods)
     grid = InProcessGrid(app, nodes, drop=drop_rule(library, dropped))
     manager = SimpleClientManager()
     for nid in nodes:
         manager.register(GridClientProxy(nid, grid, 1))
     n = len(nodes)
+    fedavg = strategy(n)
     state = RecordDict()
-    zeros = [np.zeros(s, np.float32) for s in SHAPES]
-    state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(ndarrays_to_parameters(zeros), True)
+    state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(fedavg.initial_parameters, True)
     state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: 1})
-    strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n, min_available_clients=n)
     context = LegacyContext(Context(run_id=1, node_id=0, node_config={}, state=state, run_config={}),
-                            strategy=strategy, client_manager=manager)
+                            strategy=fedavg, client_manager=manager)
     t0 = time.perf_counter()
     workflow(grid, context)
     wall = time.perf_counter() - t0
-    released = parameters_to_ndarrays(compat.arrayrecord_to_parameters(state.array_records[MAIN_PARAMS_RECORD], True))
     client_seconds = [grid.client_seconds.get(nid, 0.0) for nid in nodes]
-    out = {
-        "arrays": released,
+    return {
+        "backend": "process",
+        "arrays": _released(context),
         "round_seconds": wall,
         "server_seconds": wall - sum(client_seconds),
         "client_seconds_median": statistics.median(client_seconds),
         "bytes_down": grid.bytes_down,
         "bytes_up": grid.bytes_up,
+        **_outcome(library, workflow),
     }
-    if library == "secagg":
-        outcome = workflow.outcomes[-1]
-        out["contributors"] = len(outcome.contributors)
-        out["aborted"] = None if outcome.aborted is None else str(outcome.aborted)
-        out["refusals"] = {str(k): str(v) for k, v in outcome.refusals.items()}
-        out["phase_seconds"] = dict(outcome.phase_seconds)
-    return out
 
 
-def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log) -> list[dict]:
+# --- Flower's Ray simulation ---------------------------------------------------------------------
+
+def _metered(inner):
+    """``inner`` (the Grid Flower's simulation hands the ServerApp) behind a Grid that counts the
+    serialised size of every message it pushes and pulls."""
+    from flwr.common.serde import message_to_proto
+    from flwr.serverapp import Grid
+
+    class MeteredGrid(Grid):
+        def __init__(self) -> None:
+            self.bytes_down = 0
+            self.bytes_up = 0
+
+        def set_run(self, run):  # noqa: D102
+            inner.set_run(run)
+
+        @property
+        def run(self):  # noqa: D102
+            return inner.run
+
+        def create_message(self, *args, **kwargs):  # noqa: D102
+            return inner.create_message(*args, **kwargs)
+
+        def get_node_ids(self):  # noqa: D102
+            return inner.get_node_ids()
+
+        def get_nodes(self):  # noqa: D102
+            return inner.get_nodes()
+
+        def push_messages(self, messages):  # noqa: D102
+            messages = list(messages)
+            ids = list(inner.push_messages(messages))  # fills in each message's ids first
+            self.bytes_down += sum(message_to_proto(m).ByteSize() for m in messages)
+            return ids
+
+        def pull_messages(self, message_ids):  # noqa: D102
+            replies = list(inner.pull_messages(message_ids))
+            self.bytes_up += sum(message_to_proto(m).ByteSize() for m in replies)
+            return replies
+
+        def send_and_receive(self, messages, *, timeout=None):
+            """InMemoryGrid's loop, over the counting push and pull."""
+            pending = set(self.push_messages(messages))
+            end = time.time() + (timeout or 0.0)
+            replies = []
+            while timeout is None or time.time() < end:
+                got = self.pull_messages(pending)
+                replies += got
+                pending -= {m.metadata.reply_to_message_id for m in got}
+                if not pending:
+                    break
+                time.sleep(getattr(inner, "pull_interval", 0.1))
+            return replies
+
+    return MeteredGrid()
+
+
+class _RayClient:
+    """Builds a SuperNode's client from its partition id (the client index), in a Ray worker."""
+
+    def __init__(self, seed: int, weights: str) -> None:
+        self.seed, self.weights = seed, weights
+
+    def __call__(self, context):
+        from flwr.client import NumPyClient
+
+        arrays, count = client_update(self.seed, int(context.node_config["partition-id"]), self.weights)
+
+        class UpdateClient(NumPyClient):
+            def fit(self, parameters, config):
+                return arrays, count, {}
+
+        return UpdateClient().to_client()
+
+
+def run_round_ray(library: str, n: int, seed: int, weights: str, num_shares: int, threshold: int) -> dict:
+    """Two fit rounds of ``library`` in Flower's simulation runtime (``run_simulation``, Ray): n
+    SuperNodes, ``DefaultWorkflow(fit_workflow=...)`` in the ServerApp; no dropouts. The second
+    round is reported (every client returns the same update in both)."""
+    from flwr.clientapp import ClientApp
+    from flwr.server import ServerConfig
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.workflow import DefaultWorkflow
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    out: dict = {"backend": "ray"}
+    workflow, mods = fit_workflow(library, num_shares, threshold)
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid, context) -> None:
+        metered = _metered(grid)
+        # Two rounds; the second is the one reported. The first also starts Ray's actors and
+        # imports Flower (and secagg) in each: a simulation's one-off cost, not a round's.
+        legacy = LegacyContext(context, config=ServerConfig(num_rounds=2), strategy=strategy(n))
+        seconds = []
+
+        def timed(g, c) -> None:
+            metered.bytes_down = metered.bytes_up = 0
+            t0 = time.perf_counter()
+            workflow(g, c)
+            seconds.append(time.perf_counter() - t0)
+
+        DefaultWorkflow(fit_workflow=timed)(metered, legacy)
+        out.update(arrays=_released(legacy), first_round_seconds=seconds[0], round_seconds=seconds[-1],
+                   bytes_down=metered.bytes_down, bytes_up=metered.bytes_up)
+
+    client_app = ClientApp(client_fn=_RayClient(seed, weights), mods=mods)
+    t0 = time.perf_counter()
+    run_simulation(server_app, client_app, num_supernodes=n,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    out["simulation_seconds"] = time.perf_counter() - t0
+    if "arrays" not in out:
+        raise RuntimeError("the simulation ended without the ServerApp finishing its round")
+    return {**out, **_outcome(library, workflow)}
+
+
+def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log, backend: str = "process") -> list[dict]:
+    """Every library's round over one set of updates, each row with its error and bound."""
+    if backend == "ray" and dropout:
+        raise SystemExit("--backend ray runs without dropouts (the ServerApp cannot tell a SuperNode's "
+                         "client index from its node id); use --dropout 0")
     nodes = node_ids(n, seed)
     arrays, counts = client_updates(nodes, seed, weights)
     gen = np.random.default_rng([seed, 0xD0])
@@ -250,14 +401,17 @@ def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log) ->
     steps = {"flower": 2 * CLIPPING_RANGE / FLOWER_LEVELS, "secagg": config.quantizer.step}
     rows, reference = [], None
     for library in libraries:
-        log(f"  {library:<6} n={n:>5} dropout={dropout:.2f} weights={weights} (k {k}, t {t}) ...")
+        log(f"  {library:<6} n={n:>5} dropout={dropout:.2f} weights={weights} (k {k}, t {t}) {backend} ...")
         row = {
             "library": library, "clients": n, "dim": DIM, "dropout": dropout, "weights": weights,
             "dropped": len(dropped), "survivors": len(survivors), "max_weight": MAX_WEIGHT,
-            "clipping_range": CLIPPING_RANGE, "seed": seed,
+            "clipping_range": CLIPPING_RANGE, "seed": seed, "backend": backend,
         }
         try:
-            r = run_round(library, nodes, arrays, counts, dropped, num_shares=k + 1, threshold=t)
+            if backend == "ray":
+                r = run_round_ray(library, n, seed, weights, num_shares=k + 1, threshold=t)
+            else:
+                r = run_round(library, nodes, arrays, counts, dropped, num_shares=k + 1, threshold=t)
         except Exception as exc:  # noqa: BLE001 - a library that fails is a result, reported as such
             row["failed"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
@@ -265,7 +419,7 @@ def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log) ->
             continue
         released = r.pop("arrays")
         error = max(float(np.abs(a.astype(np.float64) - b).max()) for a, b in zip(released, truth))
-        row.update(r, max_abs_error=error)
+        row.update(r, max_abs_error=error, released_dtypes=sorted({a.dtype.name for a in released}))
         if library == "fedavg":
             reference = released
         else:
@@ -288,24 +442,41 @@ def _mb(b: int) -> str:
     return f"{b / 1e6:.1f}"
 
 
-def report(rows: list[dict], command: str) -> list[str]:
+def _seconds(r: dict, key: str, fmt: str) -> str:
+    return format(r[key], fmt) if key in r else "-"
+
+
+def report(rows: list[dict], command: str, backend: str) -> list[str]:
+    if backend == "ray":
+        where = ("Flower's simulation runtime (`run_simulation`, Ray backend, one CPU per ClientApp "
+                 "actor, 2 cores): the ServerApp runs `DefaultWorkflow(fit_workflow=...)` over the "
+                 "simulation's Grid behind a counting wrapper; two rounds, no dropouts. Round s = wall time of "
+                 "the second round's fit workflow (bytes and error are that round's too); first round s "
+                 "includes starting Ray's actors")
+    else:
+        where = ("Every ClientApp runs in this process behind the same in-process Grid "
+                 "(`secagg.flower.inprocess.InProcessGrid`: Flower's protobuf serialisation both ways, a "
+                 "Context per node), for all three; see `flower_compare_ray.md` for Flower's Ray "
+                 "simulation. Round s = wall time of the fit workflow with every client's work in it; "
+                 "server s = round s less the time inside the nodes' apps")
     lines = ["# The same round in Flower: FedAvg, Flower's SecAgg+ and secagg", "",
              f"`{command}` on {cpu_model()}, flwr {_flwr_version()}. One fit round per row over "
              "the same clients' updates (an MLP 64-128-13: 9,997 float32 parameters in four arrays; "
              f"values uniform in [-1, 1]; max_weight = {MAX_WEIGHT}, clipping_range = {CLIPPING_RANGE}); "
              "weights `varying`: num_examples uniform in 1..50, `equal`: 50 for every client. "
-             "Every ClientApp runs in this process behind the same in-process Grid (Flower's protobuf "
-             "serialisation both ways); Flower's Ray simulation took 322 s for one Flower SecAgg+ round "
-             "of 1,100 nodes on this machine, so it is not used. Round s = wall time of the fit workflow, "
-             "all clients included; MB = serialised Flower messages; error = max |released - exact "
-             "float64 weighted mean of the survivors|; bound = what quantisation alone explains.", "",
-             "| n | dropout | weights | library | k / t | round s | server s | client s (median) | "
-             "MB down | MB up | max abs error | bound | matches FedAvg |",
-             "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"{where}. MB = serialised Flower messages (`message_to_proto(m).ByteSize()`), server to "
+             "clients and back; error = max |released model - exact float64 weighted mean of the "
+             "survivors' updates|; bound = what quantisation alone explains (`quantisation_bound`); "
+             "k / t = graph degree and threshold, secagg's parameter finder's choice, given to Flower "
+             "as num_shares = k + 1.", ""]
+    extra = ("first round s", "first_round_seconds", ".2f") if backend == "ray" else ("server s", "server_seconds", ".2f")
+    lines += [f"| n | dropout | weights | library | k / t | round s | {extra[0]} | client s (median) | "
+              "MB down | MB up | max abs error | bound | matches FedAvg |",
+              "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        head = f"| {r['clients']:,} | {r['dropout']:.0%} | {r['weights']} | {LABELS[r['library']]} |"
         if "failed" in r:
-            lines.append(f"| {r['clients']:,} | {r['dropout']:.0%} | {r['weights']} | {LABELS[r['library']]} | "
-                         f"failed: {r['failed'][:200]} | | | | | | | | |")
+            lines.append(f"{head} failed: {r['failed'][:200]} | | | | | | | | |")
             continue
         kt = f"{r['degree']} / {r['threshold']}" if "degree" in r else "-"
         if r["library"] == "fedavg":
@@ -313,18 +484,18 @@ def report(rows: list[dict], command: str) -> list[str]:
         else:
             match = "yes" if r["matches_fedavg"] else "**NO**"
             bound = f"{r['error_bound']:.1e}"
-        lines.append(f"| {r['clients']:,} | {r['dropout']:.0%} | {r['weights']} | {LABELS[r['library']]} | {kt} | "
-                     f"{r['round_seconds']:.2f} | {r['server_seconds']:.2f} | {r['client_seconds_median']:.4f} | "
-                     f"{_mb(r['bytes_down'])} | {_mb(r['bytes_up'])} | {r['max_abs_error']:.2e} | {bound} | {match} |")
+        lines.append(f"{head} {kt} | {r['round_seconds']:.2f} | {_seconds(r, extra[1], extra[2])} | "
+                     f"{_seconds(r, 'client_seconds_median', '.4f')} | {_mb(r['bytes_down'])} | "
+                     f"{_mb(r['bytes_up'])} | {r['max_abs_error']:.2e} | {bound} | {match} |")
     wrong = [r for r in rows if r["library"] == "flower" and not r.get("matches_fedavg", True)]
     if wrong:
-        lines += ["", "Flower SecAgg+ gave a wrong model without an error or a warning in "
-                  + ", ".join(f"n = {r['clients']:,} ({r['weights']} weights, {r['dropout']:.0%} dropout: "
-                              f"summed quantised weights = {r['flower_weight_sum_over_modulus']:.2f} x 2^32)"
+        lines += ["", "Flower SecAgg+ released a wrong model, with no error and no warning, at "
+                  + "; ".join(f"n = {r['clients']:,}, {r['weights']} weights, {r['dropout']:.0%} dropout "
+                              f"(its quantised weights sum to {r['flower_weight_sum_over_modulus']:.2f} x 2^32)"
                               for r in wrong)
-                  + ". Its quantised weights w / max_weight * 2^22 are summed in Z_2^32 with the "
-                  "arrays, so once they add up past 2^32 the divisor wraps; its guard compares "
-                  "num_shares, not n, with 2^32 / 2^22 = 1024."]
+                  + ". Each client's weight w / max_weight is quantised to 2^22 levels and summed in "
+                  "Z_2^32 with the arrays; once the weights add up past 2^32 the divisor wraps. Flower's "
+                  "guard compares num_shares, not the number of clients, with 2^32 / 2^22 = 1024."]
     return lines
 
 
@@ -336,10 +507,11 @@ def _flwr_version() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", default="100,1100", help="comma-separated n")
-    parser.add_argument("--dropout", default="0,0.1", help="comma-separated dropout fractions")
-    parser.add_argument("--weights", default="varying,equal", help="varying and/or equal")
+    parser.add_argument("--points", default=DEFAULT_POINTS,
+                        help="comma-separated n:dropout:weights (weights: varying or equal)")
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
+    parser.add_argument("--backend", choices=("process", "ray"), default="process",
+                        help="process: every ClientApp in this process (default); ray: run_simulation")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
@@ -351,17 +523,20 @@ def main() -> int:
         libraries = ["fedavg"] + [x for x in libraries if x != "fedavg"]
     # One untimed round per library first: imports, and secagg's JIT-compiled Shamir code, are a
     # process's one-off cost, not a round's.
-    scenario(10, 0.0, "varying", args.seed, libraries, log=lambda s: None)
+    if args.backend == "process":
+        scenario(10, 0.0, "varying", args.seed, libraries, log=lambda s: None)
     rows = []
-    for n in (int(x) for x in args.clients.split(",")):
-        for dropout in (float(x) for x in args.dropout.split(",")):
-            for weights in args.weights.split(","):
-                rows += scenario(n, dropout, weights, args.seed, libraries,
-                                 log=lambda s: print(s, flush=True))
+    for point in args.points.split(","):
+        n, dropout, weights = point.split(":")
+        if weights not in ("varying", "equal"):
+            parser.error(f"weights must be varying or equal, got {weights!r} in {point!r}")
+        rows += scenario(int(n), float(dropout), weights, args.seed, libraries,
+                         log=lambda s: print(s, flush=True), backend=args.backend)
     command = "python3 -m bench.flower_compare" + "".join(
-        f" --{k} {v}" for k, v in (("clients", args.clients), ("dropout", args.dropout), ("weights", args.weights))
-        if v != parser.get_default(k))
-    write_results(args.out, "flower_compare", rows, report(rows, command))
+        f" --{k} {getattr(args, k)}" for k in ("backend", "points", "libraries", "seed")
+        if getattr(args, k) != parser.get_default(k))
+    name = "flower_compare" if args.backend == "process" else "flower_compare_ray"
+    write_results(args.out, name, rows, report(rows, command, args.backend))
     return 0
 
 
