@@ -18,21 +18,23 @@ Both secure workflows get the same ``max_weight`` (the largest sample count) and
 setup (a ``LegacyContext`` with Flower's ``FedAvg`` strategy, every node sampled) and over the same
 ``Grid`` class, ``secagg.flower.inprocess.InProcessGrid``: every message goes through Flower's own
 protobuf serialisation both ways and each node keeps its ``Context`` across messages, as a
-SuperNode does, but every ``ClientApp`` runs in this process. Flower's Ray simulation
-(``flwr.simulation.run_simulation``) was tried first and is impractical here: on this 2-core
-machine one Flower SecAgg+ fit round of 1,100 SuperNodes took 322 s under Ray (a plain FedAvg
-round 29 s), nearly all of it Ray's per-message overhead rather than either protocol.
+SuperNode does, but every ``ClientApp`` runs in this process. ``--backend ray`` runs the same
+rounds in Flower's simulation runtime instead (``flwr.simulation.run_simulation``, Ray; the
+ServerApp runs ``DefaultWorkflow(fit_workflow=...)`` over the simulation's Grid behind a counting
+wrapper; two rounds, the second reported; no dropouts). On this 2-core machine Ray only adds
+time (bench/results/flower_compare_ray.md), and Flower's own round at n = 1,100 already takes
+15-30 min in process, so the 1,100-client points run in process.
 
 The model is an MLP's arrays, 64-128-13 (9,997 float32 parameters in four arrays of different
 shapes). Client i's update is uniform in [-1, 1] from a seed of its own; its sample count
 (``num_examples``) is uniform in 1..50 (profile ``varying``) or 50 for every client (``equal``,
-every client at ``max_weight`` = 50). Dropped clients (``--dropout``: that fraction, drawn from the
-seed) do not answer the request that carries the training instruction (Flower's
+every client at ``max_weight`` = 50). Dropped clients (the point's dropout fraction, drawn from
+the seed) do not answer the request that carries the training instruction (Flower's
 ``collect_masked_vectors``, secagg's ``MaskedInput``, FedAvg's one fit message) nor anything
 after it; the request still counts as sent.
 
-Reported per library: ``round_seconds``, the wall time of the fit workflow (every client runs in
-this process, so this is the server's time plus all clients' time, one after another);
+Reported per library: ``round_seconds``, the wall time of the fit workflow (in process, every
+client runs in this process, so this is the server's time plus all clients' time, one after another);
 ``server_seconds`` (the wall time less the time spent inside the nodes' apps) and the median
 client's seconds; ``bytes_down`` / ``bytes_up``, the sum of ``message_to_proto(m).ByteSize()``
 over every Flower message the server sent and received; ``max_abs_error``, the largest
@@ -40,7 +42,8 @@ coordinate error of the released global model against the exact weighted mean of
 clients' updates computed in float64; and ``error_bound``, what quantisation alone can explain
 for that library (see :func:`quantisation_bound`). A secure round "matches FedAvg" when its error
 is within its bound. One untimed round of 10 clients per library runs first (imports, and the
-JIT compilation of secagg's Shamir code, are a process's one-off cost). Writes bench/results/flower_compare.{json,md}.
+JIT compilation of secagg's Shamir code, are a process's one-off cost). Writes
+bench/results/flower_compare.{json,md} (``--backend ray``: flower_compare_ray.{json,md}).
 """
 
 from __future__ import annotations
