@@ -383,6 +383,19 @@ def _reply_frame(reply, nid: int, round: int):
     return frame
 
 
+def report_accuracy(evaluate_fn, telemetry, key: str = "accuracy"):
+    """``evaluate_fn`` (a strategy's centralised evaluation, legacy or Message API) that also sets
+    ``fl_model_accuracy{round}`` from the ``key`` metric it returns."""
+    def evaluate(server_round, *args, **kwargs):
+        result = evaluate_fn(server_round, *args, **kwargs)
+        metrics = result[1] if isinstance(result, tuple) else result
+        if metrics is not None and key in metrics:
+            telemetry.set_model_accuracy(server_round, float(metrics[key]))
+        return result
+
+    return evaluate
+
+
 # --- the legacy workflow (DefaultWorkflow(fit_workflow=...)) -----------------------------------
 
 class SecAggWorkflow(SecureAggregation):
