@@ -337,6 +337,20 @@ def strategy_arrays(outcome):
     return outcome.arrays
 
 
+def test_a_node_that_demands_noise_refuses_a_round_without_enough():
+    nodes = node_ids(6)
+    arrays, weights = updates(nodes)
+    demanding = make_secagg_mod(min_noise_multiplier=1.0)
+    _, plain, _ = legacy_round(nodes, arrays, weights, mods=[demanding])
+    outcome = plain.outcomes[-1]
+    assert outcome.aborted is not None
+    assert {type(e).__name__ for e in outcome.refusals.values()} == {"WeakConfig"}
+    grid = InProcessGrid(message_app(arrays, weights, demanding), nodes)
+    noisy = SecAggStrategy(MessageFedAvg(fraction_evaluate=0.0), dp=DPOptions(clip=1.0, noise_multiplier=1.5))
+    noisy.start(grid, ArrayRecord([np.zeros(s, d) for s, d in zip(SHAPES, DTYPES)]), num_rounds=1)
+    assert noisy.outcomes[-1].aborted is None
+
+
 def test_signed_model_accepted_and_tampered_model_refused():
     from secagg.model_signing import operator_key_from_seed
 
