@@ -229,6 +229,9 @@ class SecureAggregation:
 
             key, model_id = self.model_signer
             signature = sign_model(global_arrays, round, model_id, key).to_bytes()
+        from secagg.crypto import shamir
+
+        shamir.warm_up_for_round(n, config.threshold)  # once per process, outside the round's clock
         outcome = run_secure_round(grid, config, nodes, fit_contents, layout, timeout=self.timeout,
                                    model_signature=signature,
                                    min_contributors=None if layout.plan is None else max(
