@@ -12,7 +12,8 @@ Names follow the deployment runbook (DEPLOY.md, Telemetry): ``fl_round_total{sta
 reason}``, ``fl_byzantine_client_excluded_total{client_id}``, ``fl_model_accuracy{round}``,
 ``fl_client_epsilon_spent{client_id}``, ``fl_model_signature_verification_failure_total``,
 ``fl_privacy_budget_exhausted_total{client_id}``; and secagg's own ``secagg_phase_duration_seconds
-{phase}``, ``secagg_client_dropouts_total{stage}``, ``secagg_clients_pruned_total`` and
+{phase}``, ``secagg_client_dropouts_total{stage}``, ``secagg_client_refusals_total{reason}``,
+``secagg_clients_pruned_total`` and
 ``secagg_round_aborts_total{phase,cause}``.
 
 Under SecAgg the server never sees one client's update, so "anomaly" here means "blamed by a
@@ -95,6 +96,10 @@ class Telemetry:
                                 "went silent in", ["stage"], registry=r)
         self.pruned = Counter("secagg_clients_pruned", "Clients told to stop: fewer than t live neighbours "
                               "left, so their secrets could not be recovered", registry=r)
+        self.refusals = Counter(
+            "secagg_client_refusals", "Clients that refused the server's request, by the error class "
+            "they refused with (bad input, a spent privacy budget, a failed model signature)", ["reason"],
+            registry=r)
         self.aborts = Counter("secagg_round_aborts", "Aborted rounds by the phase they aborted in and the "
                               "kind of reason (RoundAborted.cause)", ["phase", "cause"], registry=r)
         r.register(_SignatureFailures(self))
@@ -140,6 +145,7 @@ class Telemetry:
             elif state is PeerState.PRUNED:
                 self.pruned.inc()
         for c, error in sorted((refusals or {}).items()):
+            self.refusals.labels(reason=type(error).__name__).inc()
             if isinstance(error, PrivacyBudgetExhausted):
                 self.privacy_budget_exhausted(c)
         seconds = {p: float(s) for p, s in (phase_seconds or {}).items() if p in _LIVE_PHASES}

@@ -35,6 +35,11 @@ class FrameDigest:
         self._key = rng(32)
         self._gcm = AESGCM(self._key)
 
+    @property
+    def key(self) -> bytes:
+        """The key, for a party that saves its state (``Client.snapshot``); it never leaves it."""
+        return self._key
+
     def __deepcopy__(self, memo) -> FrameDigest:  # a copied party keeps recognising its frames
         return FrameDigest(lambda _n: self._key)
 

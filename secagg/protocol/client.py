@@ -35,9 +35,18 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cbor2
 import numpy as np
 
-from secagg.codec import PRE_CONFIG_LIMITS, Limits, decode, encode
+from secagg.codec import (
+    PRE_CONFIG_LIMITS,
+    Limits,
+    canonical_cbor,
+    decode,
+    decode_signed_config,
+    encode,
+    encode_signed_config,
+)
 from secagg.config import RoundConfig
 from secagg.crypto import kex, prg, shamir, sign
 from secagg.crypto.sign import Signer
@@ -116,6 +125,8 @@ class ClientLimits:
                 return f"it announces {value:,} {name}; this client's limit is {limit:,}"
         return None
 
+
+SNAPSHOT_VERSION = 1
 
 InputSource = np.ndarray | Callable[[], np.ndarray] | None
 
@@ -234,6 +245,67 @@ class Client:
         if self.state in CLIENT_AWAIT:
             return ROUNDS[CLIENT_AWAIT.index(self.state)].name
         return self.state.value
+
+    # --- state that outlives the process ------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The client's round state as bytes, for a driver that may run each request in a new
+        process (a Flower SuperNode keeps it in the node's context). It holds this client's
+        private keys and held shares: keep it where the client keeps its secrets.
+
+        Taken between requests; the input is not in it (provide it after :meth:`restore`), nor
+        the ``ignored`` counts. A client that ended in an error has nothing worth keeping."""
+        if self.state is ClientState.ERROR:
+            raise self._local("a client that failed has no state to keep")
+        if self._ring_input is not None or (self._raw_input is not None and self.config is not None):
+            raise self._local("a snapshot does not carry the input: take it before provide_input()")
+        config = b"" if self.config is None else encode_signed_config(self.config, b"")
+        return canonical_cbor([
+            SNAPSHOT_VERSION, self.id, self.state.value, config, self._session,
+            list(self._advert), self._s_private,
+            b"" if self._c_key is None else self._c_key.private_bytes_raw(),
+            self._digest.key, sorted(self._answered.items()),
+            [[v, c, s, self._pair_sessions.get(v, b"")] for v, (c, s) in sorted(self._neighbour_keys.items())],
+            self._self_mask_seed,
+            [[v, b, s] for v, (b, s) in sorted(self._held_shares.items())],
+            None if self._survivors is None else sorted(self._survivors),
+            self.abort_reason,
+        ])
+
+    @classmethod
+    def restore(cls, snapshot: bytes, **kwargs) -> Client:
+        """The client :meth:`snapshot` saved. ``kwargs`` are the constructor's keyword arguments
+        (rng, encoder, identities, ...), given again: a snapshot holds round state, not the
+        client's configuration. ``LocalProtocolError`` if the bytes are not a snapshot."""
+        try:
+            v = cbor2.loads(snapshot)
+            if not (isinstance(v, list) and len(v) == 15 and v[0] == SNAPSHOT_VERSION):
+                raise ValueError(f"expected [{SNAPSHOT_VERSION}, ...15 fields]")
+            (_, client_id, state, config, session, advert, s_private, c_private, digest_key,
+             answered, neighbours, self_seed, held, survivors, abort_reason) = v
+            client = cls(client_id, **kwargs)
+            client.state = ClientState(state)
+            if config:
+                client.config = decode_signed_config(config)[0]
+                if hasattr(client._encoder, "prepare"):
+                    client._encoder.prepare(client.config, client.id)
+            client._session, client._advert = session, (advert[0], advert[1])
+            client._s_private = s_private
+            if s_private:
+                client._c_key, client._s_key = kex.load_private(c_private), kex.load_private(s_private)
+            client._digest = FrameDigest(lambda _n: digest_key)
+            client._answered = {int(i): d for i, d in answered}
+            client._neighbour_keys = {p: (c, s) for p, c, s, _ in neighbours}
+            client._pair_sessions = {p: ps for p, _, _, ps in neighbours if ps}
+            client._self_mask_seed = self_seed
+            client._held_shares = {p: (b, s) for p, b, s in held}
+            if survivors is not None:
+                client._survivors = frozenset(survivors)
+                client._survivor_bytes = keys.survivor_set_bytes(client._survivors)
+            client.abort_reason = abort_reason
+        except (ValueError, TypeError, KeyError, IndexError, cbor2.CBORDecodeError, MalformedMessage) as exc:
+            raise LocalProtocolError(f"not a client snapshot: {exc}") from None
+        return client
 
     # --- helpers ------------------------------------------------------------------------------
 
