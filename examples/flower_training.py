@@ -69,7 +69,9 @@ class Settings:
     # secagg-dp: L2 clip of each client's model delta and the noise multiplier z (noise standard
     # deviation of the sum z * clip).
     dp_clip: float = 0.5
-    noise_multiplier: float = 1.0
+    noise_multiplier: float = 2.0
+    dp_min_clients: int | None = None  # None: 90% of the clients (dp_min_clients())
+    dp_delta: float = 1e-5
 
 
 # ---------------------------------------------------------------- data and model (plain NumPy)
@@ -201,7 +203,40 @@ def _fit_workflow_and_mods(mode: str, settings: Settings) -> tuple[object | None
             num_shares=graph.degree + 1, reconstruction_threshold=graph.threshold,
             clipping_range=settings.clipping_range, max_weight=settings.max_weight,
             timeout=settings.timeout), [secaggplus_mod]
+    if mode in ("secagg", "secagg-dp"):
+        from secagg.flower import DPOptions, SecAggWorkflow, secagg_mod
+
+        # num_shares = reconstruction_threshold = None: secagg's parameter finder picks (k, t).
+        dp = None
+        if mode == "secagg-dp":
+            dp = DPOptions(clip=settings.dp_clip, noise_multiplier=settings.noise_multiplier,
+                           min_clients=dp_min_clients(settings), delta=settings.dp_delta)
+        return SecAggWorkflow(
+            num_shares=None, reconstruction_threshold=None, clipping_range=settings.clipping_range,
+            max_weight=settings.max_weight, timeout=settings.timeout, dp=dp), [secagg_mod]
     raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+
+
+def dp_min_clients(settings: Settings) -> int:
+    """The DP guarantee holds with this many contributors (a round with fewer aborts): every
+    client but the 10% dropout the parameter finder plans for. The adapter's default, the
+    threshold t (3 of 50), would make each client add noise for a sum of 3: sqrt(50/3) ~ 4x the
+    noise the sum of all 50 needs."""
+    if settings.dp_min_clients is not None:
+        return settings.dp_min_clients
+    return max(2, math.ceil(0.9 * settings.clients))
+
+
+def composed_epsilon(settings: Settings, rounds: int) -> float:
+    """Epsilon after ``rounds`` DP rounds with every client sampled (q = 1), from secagg's
+    accountant on the plan the workflow builds for this model (the workflow reports each
+    round's epsilon)."""
+    from secagg.privacy import DPPlan
+
+    plan = DPPlan.create([s.shape for s in initial_parameters(settings.seed)], clip=settings.dp_clip,
+                         noise_multiplier=settings.noise_multiplier,
+                         min_clients=dp_min_clients(settings), max_clients=settings.clients)
+    return plan.epsilon(rounds=rounds, sampling=1.0, delta=settings.dp_delta)
 
 
 @dataclass
@@ -210,8 +245,10 @@ class ModeResult:
     accuracy: list[float] = field(default_factory=list)  # index 0: the initial model
     loss: list[float] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # failed client replies per round
+    contributors: list[int] = field(default_factory=list)  # secagg: clients in each round's sum
     seconds: float = 0.0
-    epsilon: float | None = None
+    epsilon: float | None = None  # secagg-dp: after all rounds
+    round_epsilon: list[float] = field(default_factory=list)  # secagg-dp: as the workflow reports
     delta: float | None = None
     final_parameters: list[np.ndarray] = field(default_factory=list, repr=False)
 
@@ -266,6 +303,19 @@ def run_mode(mode: str, settings: Settings, federation: Federation, partitions: 
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                         "init_args": {"logging_level": logging.ERROR, "log_to_driver": False}})
     result.seconds = time.perf_counter() - start
+    for outcome in getattr(fit_workflow, "outcomes", ()):  # secagg's record of its rounds
+        if outcome.aborted is not None:
+            raise RuntimeError(f"{mode}: round {outcome.round} aborted: {outcome.aborted}")
+        result.contributors.append(len(outcome.contributors))
+        if outcome.epsilon is not None:
+            result.round_epsilon.append(outcome.epsilon)
+    if result.round_epsilon:
+        one = composed_epsilon(settings, 1)
+        if not math.isclose(one, result.round_epsilon[0], rel_tol=1e-6):
+            raise RuntimeError(f"{mode}: the plan rebuilt here gives epsilon {one} for one round, the "
+                               f"workflow reported {result.round_epsilon[0]}: they are not the same plan")
+        result.epsilon = composed_epsilon(settings, len(result.round_epsilon))
+        result.delta = settings.dp_delta
     if len(result.accuracy) != settings.rounds + 1:
         raise RuntimeError(f"{mode}: the server evaluated {len(result.accuracy)} models, expected "
                            f"the initial one and one per round ({settings.rounds + 1})")
@@ -333,7 +383,7 @@ def report_lines(settings: Settings, results: dict[str, ModeResult], command: st
     lines += ["", "| mode | final accuracy | wall seconds | failed replies | epsilon |",
               "|---|---:|---:|---:|---:|"]
     for m, r in results.items():
-        eps = "-" if r.epsilon is None else f"{r.epsilon:.2f} (delta {r.delta:g})"
+        eps = "-" if r.epsilon is None else f"{r.epsilon:.2f} (delta {r.delta:g}; {r.round_epsilon[0]:.2f} per round)"
         lines.append(f"| {m} | {r.accuracy[-1]:.4f} | {r.seconds:.1f} | {sum(r.failures)} | {eps} |")
     if "fedavg" in results:
         base = results["fedavg"]
@@ -385,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=defaults.alpha)
     parser.add_argument("--dp-clip", type=float, default=defaults.dp_clip)
     parser.add_argument("--noise-multiplier", type=float, default=defaults.noise_multiplier)
+    parser.add_argument("--dp-min-clients", type=int, default=None,
+                        help="DP guarantee holds with this many contributors (default: 90%% of --clients)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write flower_training.{json,md,png} here")
     args = parser.parse_args(argv)
@@ -393,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not modes:
         parser.error(f"unknown mode(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODES)}")
     settings = Settings(clients=args.clients, rounds=args.rounds, seed=args.seed, alpha=args.alpha,
-                        dp_clip=args.dp_clip, noise_multiplier=args.noise_multiplier)
+                        dp_clip=args.dp_clip, noise_multiplier=args.noise_multiplier,
+                        dp_min_clients=args.dp_min_clients)
     results = train(settings, modes)
     command = "python3 examples/flower_training.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print("\n".join(report_lines(settings, results, command)))
