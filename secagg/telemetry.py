@@ -37,7 +37,13 @@ import logging
 import weakref
 from collections.abc import Iterable, Mapping
 
-from secagg.errors import ConfigurationError, LocalProtocolError, PrivacyBudgetExhausted, RoundAborted
+from secagg.errors import (
+    ConfigurationError,
+    LocalProtocolError,
+    ModelSignatureError,
+    PrivacyBudgetExhausted,
+    RoundAborted,
+)
 from secagg.protocol.rounds import ROUNDS, PeerState, Phase, phase_index
 
 try:
@@ -112,7 +118,9 @@ class Telemetry:
 
         ``phase_seconds``: phase name -> seconds, as the driver measured it (terminal phases
         are skipped). ``refusals``: client -> the error it refused with (the in-process router's
-        ``refusals``); a ``PrivacyBudgetExhausted`` counts for that client. Returns the round's
+        ``refusals``, a Flower node's error reply): each counts by class, a
+        ``PrivacyBudgetExhausted`` also for that client, a ``ModelSignatureError`` also as a
+        signature failure. Returns the round's
         event (the JSON of the log line). Each round is recorded once."""
         if not server.finished:
             raise LocalProtocolError(f"observe_round: round {server.config.round} has not ended "
@@ -146,6 +154,8 @@ class Telemetry:
                 self.pruned.inc()
         for c, error in sorted((refusals or {}).items()):
             self.refusals.labels(reason=type(error).__name__).inc()
+            if isinstance(error, ModelSignatureError):
+                self.model_signature_failed()
             if isinstance(error, PrivacyBudgetExhausted):
                 self.privacy_budget_exhausted(c)
         seconds = {p: float(s) for p, s in (phase_seconds or {}).items() if p in _LIVE_PHASES}

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import cbor2
 import numpy as np
 
 from secagg.config import EXTERNAL_ENCODING, MIN_CLIENTS, RoundConfig
@@ -79,7 +80,18 @@ class SecureRoundOutcome:
     bytes_received: int = 0
     epsilon: float | None = None  # DP rounds: this round's epsilon at DPOptions.delta
     clipped: float | None = None  # DP rounds: the (noised) number of clients that clipped
+    budgets: dict = field(default_factory=dict)  # node id -> BudgetState it reported (DP rounds)
     server: Server | None = field(default=None, repr=False)  # while the round is being recorded
+
+    def population_budget(self):
+        """The population's privacy-budget state in a DP round, from what nodes reported (public
+        numbers, never an update): ``(BudgetSummary or None, nodes that refused for a spent
+        budget)``."""
+        from secagg.errors import PrivacyBudgetExhausted
+        from secagg.privacy.budget import population_budget
+
+        refused = sorted(n for n, e in self.refusals.items() if isinstance(e, PrivacyBudgetExhausted))
+        return population_budget(self.budgets.values()), refused
 
 
 def build_config(n: int, dim: int, *, round: int, num_shares=None, reconstruction_threshold=None,
@@ -224,6 +236,7 @@ class SecureAggregation:
         if outcome.aborted is None:
             self._release(outcome, layout, global_arrays)
         if self.telemetry is not None:
+            self.telemetry.observe_budgets(outcome.budgets.values())
             self.telemetry.observe_round(outcome.server, phase_seconds=outcome.phase_seconds,
                                          refusals={i: outcome.refusals[nid] for i, nid in outcome.nodes.items()
                                                    if nid in outcome.refusals})
@@ -313,6 +326,10 @@ def run_secure_round(grid, config: RoundConfig, nodes: list[int], fit_contents: 
             if not frame:
                 continue  # the client ignored a repeat: nothing to add
             outcome.bytes_received += len(frame)
+            if stage == ADVERTISE:
+                state = _reported_budget(reply, nid)
+                if state is not None:
+                    outcome.budgets[nid] = state
             nxt += server.receive(frame, client)
         if not server.finished and server.phase.value == stage:
             nxt += server.close_phase()  # the deadline passed: whoever did not answer has dropped
@@ -328,6 +345,21 @@ def run_secure_round(grid, config: RoundConfig, nodes: list[int], fit_contents: 
         outcome.dropped = tuple(node_of[c] for c in result.dropped)
     outcome.excluded = {node_of[c]: type(e).__name__ for c, e in server.excluded.items()}
     return outcome
+
+
+def _reported_budget(reply, nid: int):
+    """The ``BudgetState`` a node reported with its advert, or None (no DP budget, or junk)."""
+    from secagg.privacy.budget import BudgetState
+
+    data = reply.content.config_records[RECORD].get("budget")
+    if type(data) is not bytes:
+        return None
+    try:
+        fields = cbor2.loads(data)
+        fields["client"] = nid
+        return BudgetState(**fields)
+    except (ValueError, TypeError, cbor2.CBORDecodeError):
+        return None
 
 
 def _copy(content):
@@ -349,6 +381,19 @@ def _reply_frame(reply, nid: int, round: int):
     if type(frame) is not bytes:
         return MalformedMessage(f"{where}: '{RECORD}.frame' is {type(frame).__name__}, expected bytes")
     return frame
+
+
+def report_accuracy(evaluate_fn, telemetry, key: str = "accuracy"):
+    """``evaluate_fn`` (a strategy's centralised evaluation, legacy or Message API) that also sets
+    ``fl_model_accuracy{round}`` from the ``key`` metric it returns."""
+    def evaluate(server_round, *args, **kwargs):
+        result = evaluate_fn(server_round, *args, **kwargs)
+        metrics = result[1] if isinstance(result, tuple) else result
+        if metrics is not None and key in metrics:
+            telemetry.set_model_accuracy(server_round, float(metrics[key]))
+        return result
+
+    return evaluate
 
 
 # --- the legacy workflow (DefaultWorkflow(fit_workflow=...)) -----------------------------------
