@@ -390,7 +390,16 @@ def report_lines(settings: Settings, results: dict[str, ModeResult], command: st
              f"{settings.rounds} rounds, every client every round, test fraction "
              f"{settings.test_fraction}, seed {settings.seed}; local SGD {settings.local_epochs} "
              f"epochs, batch {settings.batch_size}, learning rate {settings.learning_rate}.", "",
-             "Test accuracy of the global model after each round (centralised evaluation):", ""]
+             f"Machine: {_cpu()}, {os.cpu_count()} cores; flwr {_version('flwr')}, ray "
+             f"{_version('ray')}.", ""]
+    if "secagg-dp" in results:
+        lines += [f"secagg-dp: DP-FedAvg, the unweighted mean of model deltas clipped to L2 norm "
+                  f"{settings.dp_clip}, distributed discrete Gaussian noise with multiplier "
+                  f"{settings.noise_multiplier}, the guarantee holding for >= "
+                  f"{dp_min_clients(settings)} contributors; epsilon composed over the rounds at "
+                  f"sampling rate 1 by secagg's accountant. Its noise comes from the OS CSPRNG, so "
+                  f"its column differs from run to run.", ""]
+    lines += ["Test accuracy of the global model after each round (centralised evaluation):", ""]
     lines += table(results)
     lines += ["", "Wall seconds: the whole simulation, Ray's start-up included; secure rounds: the time "
               "secagg's workflow spent in its rounds (clients' training included).", "",
@@ -405,6 +414,25 @@ def report_lines(settings: Settings, results: dict[str, ModeResult], command: st
             lines.append(f"\n{m}: final parameters differ from fedavg's by at most "
                          f"{r.max_abs_diff_vs_fedavg:.2e} (the same weighted mean, quantised).")
     return lines
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def plot(settings: Settings, results: dict[str, ModeResult], path: Path) -> None:
