@@ -322,6 +322,8 @@ def test_dp_round_releases_a_noised_mean_of_clipped_deltas_and_charges_budgets(t
     assert 0.02 < float(np.std(err)) < 0.3
     # Each node's budget (epsilon 6) holds one round (about 4.5); the second is refused by every
     # node, before it sends anything, so the round aborts and nothing more is charged.
+    assert strategy.total_epsilon(1e-5) == pytest.approx(first.epsilon, rel=0.05)  # one released round
+    assert first.plan.min_clients == len(nodes) - 1  # default: n less the planned 10% dropouts
     summary, refused = first.population_budget()
     assert summary.clients == len(nodes) and summary.exhausted == 0 and refused == []
     assert summary.epsilon_max == pytest.approx(summary.epsilon_min) and summary.epsilon_max > 0

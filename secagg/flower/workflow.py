@@ -52,8 +52,9 @@ class DPOptions:
 
     ``clip``: the L2 norm every client clips its delta to. ``noise_multiplier``: z, the noise of
     the sum in units of ``clip``. ``min_clients``: the guarantee holds when at least this many
-    contribute (default: the threshold); a round with fewer aborts. ``delta``: for the epsilon the
-    workflow reports."""
+    contribute, and a round with fewer aborts (default: the sampled clients less the planned
+    dropouts, n - floor(dropout_rate * n); each client's noise is sized for a sum of this many,
+    so a low value costs accuracy). ``delta``: for the epsilon the workflow reports."""
 
     clip: float
     noise_multiplier: float
@@ -81,6 +82,7 @@ class SecureRoundOutcome:
     epsilon: float | None = None  # DP rounds: this round's epsilon at DPOptions.delta
     clipped: float | None = None  # DP rounds: the (noised) number of clients that clipped
     budgets: dict = field(default_factory=dict)  # node id -> BudgetState it reported (DP rounds)
+    plan: object = field(default=None, repr=False)  # DP rounds: the round's DPPlan
     server: Server | None = field(default=None, repr=False)  # while the round is being recorded
 
     def population_budget(self):
@@ -191,7 +193,8 @@ class SecureAggregation:
         from secagg.privacy.encoder import DPPlan
 
         dp = self.dp
-        m_min = dp.min_clients if dp.min_clients is not None else min_clients
+        m_min = dp.min_clients if dp.min_clients is not None else max(
+            min_clients, n - math.floor(self.dropout_rate * n))
         if m_min > n:
             raise ConfigurationError(f"DP needs at least min_clients = {m_min} contributors; the "
                                      f"strategy sampled {n}")
@@ -249,6 +252,16 @@ class SecureAggregation:
             self.on_round(outcome)
         return outcome
 
+    def total_epsilon(self, delta: float | None = None) -> float:
+        """The (epsilon, ``delta``)-DP guarantee of every DP round this workflow released so far,
+        composed (PLD or RDP via dp-accounting, whichever is smaller; rounds whose plans differ
+        included). 0 before any DP round."""
+        from secagg.privacy.accounting import composed_accounting
+
+        delta = delta if delta is not None else (self.dp.delta if self.dp is not None else 1e-5)
+        mechanisms = [o.plan.round_mechanism() for o in self.outcomes if o.plan is not None and o.aborted is None]
+        return composed_accounting([(m, 1.0, 1) for m in mechanisms], delta=delta).epsilon
+
     def _release(self, outcome: SecureRoundOutcome, layout: Layout, global_arrays) -> None:
         result = outcome.server.result()
         m = len(result.contributors)
@@ -261,6 +274,7 @@ class SecureAggregation:
             outcome.total_weight = float(m)  # DP-FedAvg: every contributor counts once
             outcome.clipped = agg.clipped_count
             outcome.epsilon = layout.plan.epsilon(delta=self.dp.delta)
+            outcome.plan = layout.plan
             return
         values = result.values
         if layout.weighted:
