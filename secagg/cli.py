@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed for the test data and the dropout choice (never for secrets)")
     sim.add_argument("--authenticated", action="store_true",
                      help="signed adverts checked against a registry, and a ConsistencyCheck round")
+    sim.add_argument("--workers", type=int, default=None,
+                     help="threads the server unmasks on, by coordinate shard (default: every core)")
+    sim.add_argument("--unmasker", choices=["thread", "process", "ray"], default="thread",
+                     help="where the shards run: threads (default), a process pool over shared memory, "
+                          "or Ray tasks (secagg[ray])")
+    sim.add_argument("--ray-address", default=None, help="a Ray cluster for --unmasker ray (default: local)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--no-progress", action="store_true")
     telemetry.add_arguments(sim)  # the round runs, then ends: a scrape needs --metrics-hold
@@ -179,6 +185,8 @@ def _dp_options(args) -> None:
 
 
 def cmd_simulate(args) -> int:
+    from secagg.protocol.unmask import make_unmasker
+
     privacy = checks = None
     _dp_options(args)
     if args.groups is not None or args.robust is not None:
@@ -210,6 +218,7 @@ def cmd_simulate(args) -> int:
         progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
         privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
         delta=args.delta, authenticated=args.authenticated, on_round=telemetry.simulate_observer(metrics),
+        unmasker=make_unmasker(args.workers, kind=args.unmasker, ray_address=args.ray_address),
     )
     telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
     if args.json:

@@ -75,6 +75,7 @@ def simulate(
     on_round: Callable[[object, InMemoryRouter], None] | None = None,
     budgets: Mapping[int, object] | None = None,
     attackers: Sequence[int] | None = None,
+    unmasker=None,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -101,6 +102,8 @@ def simulate(
     ``budgets`` (client -> ``secagg.privacy.PrivacyBudget``, with ``privacy``) gives clients their
     own budgets: a client whose budget the round would exceed refuses it before sending anything
     (a refusal in the report), and the report summarises what the clients' budgets say.
+
+    ``unmasker``: how the server removes the masks (``secagg.protocol.unmask``; default every core).
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -148,7 +151,7 @@ def simulate(
         # The input is made when the round asks for it: memory O(d) per client at a time.
         lambda c: (lambda: np.asarray(make(c))),
         lambda c: recorder.wrap(c, encoders[c]),
-        limits=client_limits or ClientLimits(), require_authenticated=authenticated,
+        limits=client_limits or ClientLimits(), require_authenticated=authenticated, unmasker=unmasker,
     )
     bar = None
     if progress:

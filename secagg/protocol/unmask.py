@@ -187,11 +187,12 @@ def _workers(workers: int | None) -> int:
     return workers
 
 
-def make_unmasker(workers: int | None = None, *, kind: str = "thread", ray_address: str | None = None):
+def make_unmasker(workers: int | None = None, *, kind: str = "thread", ray_address: str | None = None,
+                  **ray_init):
     """The unmasker for ``workers`` (default every core): ``kind`` thread (default), process, or
-    ray (with ``ray_address``)."""
+    ray (at ``ray_address``; ``ray_init`` goes to ``ray.init`` when Ray is not yet running)."""
     if ray_address is not None or kind == "ray":
-        return RayUnmasker(ray_address, shards=workers)
+        return RayUnmasker(ray_address, shards=workers, **ray_init)
     if kind == "process":
         return ProcessUnmasker(workers)
     if kind != "thread":
