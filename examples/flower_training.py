@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -390,7 +391,7 @@ def report_lines(settings: Settings, results: dict[str, ModeResult], command: st
              f"{settings.rounds} rounds, every client every round, test fraction "
              f"{settings.test_fraction}, seed {settings.seed}; local SGD {settings.local_epochs} "
              f"epochs, batch {settings.batch_size}, learning rate {settings.learning_rate}.", "",
-             f"Machine: {_cpu()}, {os.cpu_count()} cores; flwr {_version('flwr')}, ray "
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores; flwr {_version('flwr')}, ray "
              f"{_version('ray')}.", ""]
     if "secagg-dp" in results:
         lines += [f"secagg-dp: DP-FedAvg, the unweighted mean of model deltas clipped to L2 norm "
@@ -414,16 +415,6 @@ def report_lines(settings: Settings, results: dict[str, ModeResult], command: st
             lines.append(f"\n{m}: final parameters differ from fedavg's by at most "
                          f"{r.max_abs_diff_vs_fedavg:.2e} (the same weighted mean, quantised).")
     return lines
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def _version(package: str) -> str:

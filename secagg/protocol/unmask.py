@@ -31,6 +31,7 @@ import numpy as np
 
 from secagg.crypto import prg
 from secagg.errors import ConfigurationError
+from secagg.protocol.masking import apply_masks
 
 MIN_PARALLEL_WORK = 1 << 22  # mask-words: below this, one thread
 SIGN_BYTE = {1: b"\x01", -1: b"\x00"}
@@ -48,18 +49,7 @@ def shard_bounds(dim: int, dtype, shards: int) -> list[tuple[int, int]]:
 
 def apply_range(shard: np.ndarray, start: int, masks, bits: int) -> int:
     """``shard`` (words start .. start + len(shard) of the sum) += sum(sign * PRG(seed)[range])."""
-    buffer = np.empty_like(shard)
-    count = 0
-    for seed, sign in masks:
-        prg.expand_range_into(seed, start, buffer)
-        if sign > 0:
-            np.add(shard, buffer, out=shard)
-        else:
-            np.subtract(shard, buffer, out=shard)
-        count += 1
-    if bits not in (32, 64):
-        np.bitwise_and(shard, shard.dtype.type((1 << bits) - 1), out=shard)
-    return count
+    return apply_masks(shard, masks, bits, start)
 
 
 def pack_masks(masks) -> bytes:
