@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed for the test data and the dropout choice (never for secrets)")
     sim.add_argument("--authenticated", action="store_true",
                      help="signed adverts checked against a registry, and a ConsistencyCheck round")
+    sim.add_argument("--workers", type=int, default=None,
+                     help="threads the server unmasks on, by coordinate shard (default: every core)")
+    sim.add_argument("--unmasker", choices=["thread", "process", "ray"], default="thread",
+                     help="where the shards run: threads (default), a process pool over shared memory, "
+                          "or Ray tasks (secagg[ray])")
+    sim.add_argument("--ray-address", default=None, help="a Ray cluster for --unmasker ray (default: local)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--no-progress", action="store_true")
     telemetry.add_arguments(sim)  # the round runs, then ends: a scrape needs --metrics-hold
@@ -87,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--flag-weight", type=float, default=None,
                     help="weight w of the clipped-count coordinate, a fraction of C (default 0.1; "
                          "0: no clipped count)")
+    dp.add_argument("--groups", type=int, default=None,
+                    help="split the clients into G groups by the round's public seed; each group is "
+                         "its own secure sum with its own noise (poisoning defence; needs --dp)")
+    dp.add_argument("--robust", choices=["none", "median", "trimmed", "krum"], default=None,
+                    help="how the server combines the group means (default none: their pooled mean)")
     dp.add_argument("--malicious", type=int, default=None, help="clients that mount --attack")
     dp.add_argument("--attack", choices=["scale", "noise", "signflip"], default=None)
     dp.add_argument("--policy", choices=["reject", "warn"], default=None,
@@ -157,7 +168,7 @@ def _bits(text, default):
 
 DP_DEFAULTS = {"clip": 1.0, "noise_multiplier": 1.0, "mechanism": "ddgauss", "min_clients": None,
                "delta": 1e-6, "no_rotation": False, "malicious": 0, "attack": None, "policy": "reject",
-               "false_alarm": 1e-6, "flag_weight": None}
+               "false_alarm": 1e-6, "flag_weight": None, "groups": None, "robust": None}
 
 
 def _dp_options(args) -> None:
@@ -174,8 +185,12 @@ def _dp_options(args) -> None:
 
 
 def cmd_simulate(args) -> int:
+    from secagg.protocol.unmask import make_unmasker
+
     privacy = checks = None
     _dp_options(args)
+    if args.groups is not None or args.robust is not None:
+        return _simulate_groups(args)
     bits = _bits(args.bits, "auto" if args.dp else 32)
     if args.dp:
         from secagg.privacy import DPPlan, PlausibilityChecks
@@ -203,6 +218,7 @@ def cmd_simulate(args) -> int:
         progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
         privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
         delta=args.delta, authenticated=args.authenticated, on_round=telemetry.simulate_observer(metrics),
+        unmasker=make_unmasker(args.workers, kind=args.unmasker, ray_address=args.ray_address),
     )
     telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
     if args.json:
@@ -214,6 +230,32 @@ def cmd_simulate(args) -> int:
     if not report.exact:
         return EXIT_INEXACT
     return EXIT_REJECTED if report.rejected else 0
+
+
+def _simulate_groups(args) -> int:
+    from secagg.robust import simulate_groups
+
+    groups, robust = args.groups or 1, args.robust or "none"
+    if robust != "none" and groups < 3:
+        raise ConfigurationError(f"--robust {robust} combines group means: give --groups 3 or more")
+    for flag, given in (("--authenticated", args.authenticated), ("--full-graph", args.full_graph),
+                        ("--min-clients", args.min_clients)):
+        if given:
+            raise ConfigurationError(f"{flag} is not supported with --groups (each group plans its own graph "
+                                     "and m_min)")
+    metrics = telemetry.from_arguments(args, sys.stderr)
+    report = simulate_groups(
+        args.clients, args.dim, groups=groups, robust=robust, dropout=args.dropout,
+        drop_stage=args.drop_stage, seed=args.seed, clip=args.clip, noise_multiplier=args.noise_multiplier,
+        mechanism=args.mechanism, dropout_rate=args.dropout_rate, adversarial_rate=args.adversarial_rate,
+        malicious=args.malicious, attack=args.attack, delta=args.delta, false_alarm=args.false_alarm,
+        rotate=not args.no_rotation, telemetry=metrics,
+    )
+    telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
+    print(json.dumps(report.as_dict()) if args.json else report.summary())
+    if report.aborted:
+        return EXIT_ABORTED
+    return 0 if report.exact else EXIT_INEXACT
 
 
 def _flag_weight(args) -> dict:

@@ -14,7 +14,7 @@ by label: for tests and transcript vectors only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,6 +74,8 @@ def simulate(
     authenticated: bool = False,
     on_round: Callable[[object, InMemoryRouter], None] | None = None,
     budgets: Mapping[int, object] | None = None,
+    attackers: Sequence[int] | None = None,
+    unmasker=None,
 ) -> SimulationReport:
     """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
 
@@ -86,7 +88,8 @@ def simulate(
     clip, round and noise with a ``DPEncoder``, the server decodes with a ``DPDecoder`` and runs
     ``checks`` (default ``PlausibilityChecks(privacy)``). ``malicious`` clients then mount
     ``attack``: ``scale`` (x100, no clipping), ``noise`` (N(0, 10^2) per coordinate, no clipping)
-    or ``signflip`` (the negated update, clipped like an honest one).
+    or ``signflip`` (the negated update, clipped like an honest one). ``attackers`` names them
+    (default: ``malicious`` clients drawn from ``seed``).
 
     ``faults`` makes the network duplicate, delay and reorder frames; ``announce_losses`` tells
     the server of silent clients at once (``peer_lost``); ``tamper`` lets a test rewrite frames in
@@ -99,6 +102,8 @@ def simulate(
     ``budgets`` (client -> ``secagg.privacy.PrivacyBudget``, with ``privacy``) gives clients their
     own budgets: a client whose budget the round would exceed refuses it before sending anything
     (a refusal in the report), and the report summarises what the clients' budgets say.
+
+    ``unmasker``: how the server removes the masks (``secagg.protocol.unmask``; default every core).
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
@@ -110,7 +115,7 @@ def simulate(
     schedule = {int(c): Stage(s) for c, s in schedule.items()}
     if privacy is not None:
         dim, bits, levels = privacy.ring_dim, privacy.bits, 0
-    elif malicious or attack:
+    elif malicious or attack or attackers:
         raise ConfigurationError("attacks are simulated on the privacy layer: pass privacy=DPPlan(...)")
     config = RoundConfig.create(
         clients, dim, bits=bits, value_range=value_range, levels=levels,
@@ -119,13 +124,13 @@ def simulate(
         adversary=adversary, full_graph=full_graph, threshold=threshold,
         authenticated=authenticated, rng=fork(root, "config"),
     )
-    attackers: list[int] = []
+    chosen, attackers = attackers, []
     if privacy is not None:
         from secagg.privacy.simulation import attack_encoders, make_update
 
         make = inputs or (lambda c: make_update(seed, c, privacy))
         encoders, attackers = attack_encoders(
-            privacy, clients, malicious, attack, seed, lambda label: fork(root, label))
+            privacy, clients, malicious, attack, seed, lambda label: fork(root, label), chosen=chosen)
         value_dim = privacy.dim
         for c, budget in (budgets or {}).items():
             encoders[c].budget = budget
@@ -146,7 +151,7 @@ def simulate(
         # The input is made when the round asks for it: memory O(d) per client at a time.
         lambda c: (lambda: np.asarray(make(c))),
         lambda c: recorder.wrap(c, encoders[c]),
-        limits=client_limits or ClientLimits(), require_authenticated=authenticated,
+        limits=client_limits or ClientLimits(), require_authenticated=authenticated, unmasker=unmasker,
     )
     bar = None
     if progress:

@@ -37,7 +37,13 @@ import logging
 import weakref
 from collections.abc import Iterable, Mapping
 
-from secagg.errors import ConfigurationError, LocalProtocolError, PrivacyBudgetExhausted, RoundAborted
+from secagg.errors import (
+    ConfigurationError,
+    LocalProtocolError,
+    ModelSignatureError,
+    PrivacyBudgetExhausted,
+    RoundAborted,
+)
 from secagg.protocol.rounds import ROUNDS, PeerState, Phase, phase_index
 
 try:
@@ -80,7 +86,8 @@ class Telemetry:
         self.anomalies = Counter(
             "fl_gradient_anomaly_detected",
             "Clients blamed by a protocol check (the server never sees an update): reason is the "
-            "RemoteProtocolError class", ["client_id", "reason"], registry=r)
+            "RemoteProtocolError class; or, with client_id empty, a group of a grouped round set aside "
+            "(group_deviation, krum_set_aside, group_check_rejected)", ["client_id", "reason"], registry=r)
         self.excluded = Counter("fl_byzantine_client_excluded", "Clients excluded from a round for a fault",
                                 ["client_id"], registry=r)
         self.model_accuracy = Gauge("fl_model_accuracy", "Model accuracy after a round (set by the pipeline)",
@@ -112,7 +119,9 @@ class Telemetry:
 
         ``phase_seconds``: phase name -> seconds, as the driver measured it (terminal phases
         are skipped). ``refusals``: client -> the error it refused with (the in-process router's
-        ``refusals``); a ``PrivacyBudgetExhausted`` counts for that client. Returns the round's
+        ``refusals``, a Flower node's error reply): each counts by class, a
+        ``PrivacyBudgetExhausted`` also for that client, a ``ModelSignatureError`` also as a
+        signature failure. Returns the round's
         event (the JSON of the log line). Each round is recorded once."""
         if not server.finished:
             raise LocalProtocolError(f"observe_round: round {server.config.round} has not ended "
@@ -146,6 +155,8 @@ class Telemetry:
                 self.pruned.inc()
         for c, error in sorted((refusals or {}).items()):
             self.refusals.labels(reason=type(error).__name__).inc()
+            if isinstance(error, ModelSignatureError):
+                self.model_signature_failed()
             if isinstance(error, PrivacyBudgetExhausted):
                 self.privacy_budget_exhausted(c)
         seconds = {p: float(s) for p, s in (phase_seconds or {}).items() if p in _LIVE_PHASES}
@@ -157,6 +168,19 @@ class Telemetry:
         if self.logger is not None:
             self.logger.info(json.dumps(event, sort_keys=True))
         return event
+
+    def observe_groups(self, combined, rejected=()) -> None:
+        """Record a grouped round's robust combination (``secagg.robust``): every group set aside
+        counts in ``fl_gradient_anomaly_detected_total`` with the reason (``group_deviation``,
+        ``krum_set_aside``, ``group_check_rejected`` for a group whose own aggregate checks
+        rejected it). Groups are per round, so the label names no group and no client
+        (``client_id=""``); the round's report names the groups."""
+        for _, reason in sorted(combined.flagged.items()):
+            self.anomalies.labels(client_id="", reason=reason).inc()
+        for _ in combined.set_aside:
+            self.anomalies.labels(client_id="", reason="krum_set_aside").inc()
+        for _ in rejected:
+            self.anomalies.labels(client_id="", reason="group_check_rejected").inc()
 
     def set_model_accuracy(self, round: int, accuracy: float) -> None:
         self.model_accuracy.labels(round=str(round)).set(accuracy)

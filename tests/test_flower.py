@@ -322,6 +322,12 @@ def test_dp_round_releases_a_noised_mean_of_clipped_deltas_and_charges_budgets(t
     assert 0.02 < float(np.std(err)) < 0.3
     # Each node's budget (epsilon 6) holds one round (about 4.5); the second is refused by every
     # node, before it sends anything, so the round aborts and nothing more is charged.
+    assert strategy.total_epsilon(1e-5) == pytest.approx(first.epsilon, rel=0.05)  # one released round
+    assert first.plan.min_clients == len(nodes) - 1  # default: n less the planned 10% dropouts
+    summary, refused = first.population_budget()
+    assert summary.clients == len(nodes) and summary.exhausted == 0 and refused == []
+    assert summary.epsilon_max == pytest.approx(summary.epsilon_min) and summary.epsilon_max > 0
+    assert second.population_budget()[1] == sorted(nodes)
     assert second.aborted is not None
     assert {type(e).__name__ for e in second.refusals.values()} == {"PrivacyBudgetExhausted"}
     assert set(second.refusals) == set(nodes)
@@ -331,6 +337,20 @@ def test_dp_round_releases_a_noised_mean_of_clipped_deltas_and_charges_budgets(t
 
 def strategy_arrays(outcome):
     return outcome.arrays
+
+
+def test_a_node_that_demands_noise_refuses_a_round_without_enough():
+    nodes = node_ids(6)
+    arrays, weights = updates(nodes)
+    demanding = make_secagg_mod(min_noise_multiplier=1.0)
+    _, plain, _ = legacy_round(nodes, arrays, weights, mods=[demanding])
+    outcome = plain.outcomes[-1]
+    assert outcome.aborted is not None
+    assert {type(e).__name__ for e in outcome.refusals.values()} == {"WeakConfig"}
+    grid = InProcessGrid(message_app(arrays, weights, demanding), nodes)
+    noisy = SecAggStrategy(MessageFedAvg(fraction_evaluate=0.0), dp=DPOptions(clip=1.0, noise_multiplier=1.5))
+    noisy.start(grid, ArrayRecord([np.zeros(s, d) for s, d in zip(SHAPES, DTYPES)]), num_rounds=1)
+    assert noisy.outcomes[-1].aborted is None
 
 
 def test_signed_model_accepted_and_tampered_model_refused():
@@ -345,11 +365,14 @@ def test_signed_model_accepted_and_tampered_model_refused():
     assert workflow.outcomes[-1].aborted is None
     assert_close(result, weighted_mean(arrays, weights, nodes))
     other = operator_key_from_seed(b"\x02" * 32)
-    forged = SecAggWorkflow(max_weight=100.0, clipping_range=1.0, model_signer=(other, "digits"))
+    telemetry = pytest.importorskip("secagg.telemetry").Telemetry()
+    forged = SecAggWorkflow(max_weight=100.0, clipping_range=1.0, model_signer=(other, "digits"),
+                            telemetry=telemetry)
     _, forged, _ = legacy_round(nodes, arrays, weights, workflow=forged, mods=[good])
     outcome = forged.outcomes[-1]
     assert outcome.aborted is not None
     assert {type(e).__name__ for e in outcome.refusals.values()} == {"BadModelSignature"}
+    assert f"fl_model_signature_verification_failure_total {float(len(nodes))}" in telemetry.text()
 
 
 def test_metrics_count_rounds_refusals_and_dropouts():
@@ -364,6 +387,33 @@ def test_metrics_count_rounds_refusals_and_dropouts():
     assert 'fl_round_total{status="completed"} 1.0' in text
     assert 'secagg_client_refusals_total{reason="InvalidInput"} 1.0' in text
     assert 'secagg_client_dropouts_total{stage="unmask"} 1.0' in text
+
+
+def test_mistyped_records_are_refused_by_name():
+    nodes = node_ids(3)
+    arrays, weights = updates(nodes)
+    app = ClientApp(client_fn=lambda ctx: Fit(ctx.node_id, arrays, weights).to_client(), mods=[secagg_mod])
+    grid = InProcessGrid(app, nodes)
+    for record, complaint in [({"frame": b"x", "client": "1", "stage": "AdvertiseKeys"}, "'secagg.client' is str"),
+                              ({"client": 1, "stage": "AdvertiseKeys"}, "no 'frame'"),
+                              ({"frame": b"x", "client": 1, "stage": "ShareKeys"}, "keeps no secagg round")]:
+        msg = Message(RecordDict({RECORD: ConfigRecord(record)}), dst_node_id=nodes[1], message_type="train",
+                      group_id="2")
+        reply = grid.send_and_receive([msg])[0]
+        assert reply.has_error()
+        error = error_from_reason(reply.error.reason)
+        assert complaint in str(error) and f"node {nodes[1]}" in str(error) and "round 2" in str(error)
+
+
+def test_accuracy_reaches_the_metric():
+    from secagg.flower import report_accuracy
+
+    t = pytest.importorskip("secagg.telemetry").Telemetry()
+    legacy = report_accuracy(lambda rnd, params, config: (0.3, {"accuracy": 0.875}), t)
+    message = report_accuracy(lambda rnd, arrays: MetricRecord({"accuracy": 0.5}), t)
+    legacy(3, None, {})
+    message(4, None)
+    assert 'fl_model_accuracy{round="3"} 0.875' in t.text() and 'fl_model_accuracy{round="4"} 0.5' in t.text()
 
 
 def test_layout_round_trip_and_refusals():

@@ -47,5 +47,25 @@ def expand_into(seed: bytes, out: np.ndarray) -> np.ndarray:
     return out
 
 
+BLOCK_BYTES = 16
+
+
+def expand_range_into(seed: bytes, start: int, out: np.ndarray) -> np.ndarray:
+    """Words ``start .. start + len(out)`` of the mask ``expand_into(seed, ...)`` would make, into
+    ``out``: AES-CTR starts at any block, so a mask splits by coordinate range (sharded
+    unmasking). ``start`` must fall on a 16-byte block (a multiple of 4 uint32 or 2 uint64 words)."""
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    if out.dtype not in (np.uint32, np.uint64):
+        raise ValueError(f"mask buffer must be uint32 or uint64, got {out.dtype}")
+    offset = start * out.dtype.itemsize
+    if start < 0 or offset % BLOCK_BYTES:
+        raise ValueError(f"a mask range must start on a {BLOCK_BYTES}-byte block, got word {start}")
+    keystream_into(seed, (offset // BLOCK_BYTES).to_bytes(BLOCK_BYTES, "big"), out)
+    if not np.little_endian:
+        out.byteswap(inplace=True)
+    return out
+
+
 def expand(seed: bytes, length: int, dtype: type = np.uint32) -> np.ndarray:
     return expand_into(seed, np.empty(length, dtype=dtype))

@@ -19,6 +19,7 @@ from secagg.flower.workflow import (
     SecureAggregation,
     SecureRoundOutcome,
     build_config,
+    report_accuracy,
     run_secure_round,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "SecureRoundOutcome",
     "build_config",
     "make_secagg_mod",
+    "report_accuracy",
     "run_secure_round",
     "secagg_mod",
 ]

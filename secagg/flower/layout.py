@@ -49,7 +49,8 @@ def error_from_reason(reason: str) -> SecAggError:
     cls = getattr(errors, match.group(1), None) if match else None
     if not (isinstance(cls, type) and issubclass(cls, SecAggError)):
         cls = SecAggError
-    text = reason[match.end():].strip().rstrip("'>") if match else (reason or "no reason given")
+    text = reason[match.end():].strip() if match else (reason or "no reason given")
+    text = text.removesuffix("'>")  # Flower's runtime writes "<class ...>:<'message'>"
     return cls(text)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from secagg.codec import canonical_cbor
 from secagg.crypto.randomness import system_random
 from secagg.errors import (
     ConfigurationError,
@@ -82,8 +83,10 @@ def make_secagg_mod(
                 layout = Layout.from_bytes(_field(record, "layout", bytes, where))
                 _check_plan(layout, min_noise_multiplier, where)
                 model_round = int(saved["model_round"]) if saved is not None and "model_round" in saved else -1
-                client = Client(index, **_client_kwargs(layout, limits, min_threshold, budget, ctxt))
+                kwargs = _client_kwargs(layout, limits, min_threshold, budget, ctxt)
+                client = Client(index, **kwargs)
             else:
+                kwargs = {}
                 if saved is None or "snapshot" not in saved:
                     raise LocalProtocolError(f"{where}: a {stage} request, but this node keeps no "
                                              "secagg round (it did not take part in its first stage)")
@@ -105,7 +108,13 @@ def make_secagg_mod(
             else:
                 ctxt.state.config_records[STATE] = ConfigRecord({
                     "snapshot": client.snapshot(), "layout": layout.to_bytes(), "model_round": model_round})
-            content[RECORD] = ConfigRecord({"frame": out[0].frame if out else b""})
+            reply = {"frame": out[0].frame if out else b""}
+            charged = kwargs.get("encoder") if stage == ADVERTISE else None
+            if out and getattr(charged, "budget", None) is not None:
+                # Public numbers about this node's budget (never about its update): the server's
+                # report of the population's budget state.
+                reply["budget"] = canonical_cbor(charged.budget.report().as_dict())
+            content[RECORD] = ConfigRecord(reply)
             return Message(content, reply_to=msg)
         except SecAggError as exc:
             text = str(exc)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import cbor2
 import numpy as np
 
 from secagg.config import EXTERNAL_ENCODING, MIN_CLIENTS, RoundConfig
@@ -51,8 +52,9 @@ class DPOptions:
 
     ``clip``: the L2 norm every client clips its delta to. ``noise_multiplier``: z, the noise of
     the sum in units of ``clip``. ``min_clients``: the guarantee holds when at least this many
-    contribute (default: the threshold); a round with fewer aborts. ``delta``: for the epsilon the
-    workflow reports."""
+    contribute, and a round with fewer aborts (default: the sampled clients less the planned
+    dropouts, n - floor(dropout_rate * n); each client's noise is sized for a sum of this many,
+    so a low value costs accuracy). ``delta``: for the epsilon the workflow reports."""
 
     clip: float
     noise_multiplier: float
@@ -79,7 +81,19 @@ class SecureRoundOutcome:
     bytes_received: int = 0
     epsilon: float | None = None  # DP rounds: this round's epsilon at DPOptions.delta
     clipped: float | None = None  # DP rounds: the (noised) number of clients that clipped
+    budgets: dict = field(default_factory=dict)  # node id -> BudgetState it reported (DP rounds)
+    plan: object = field(default=None, repr=False)  # DP rounds: the round's DPPlan
     server: Server | None = field(default=None, repr=False)  # while the round is being recorded
+
+    def population_budget(self):
+        """The population's privacy-budget state in a DP round, from what nodes reported (public
+        numbers, never an update): ``(BudgetSummary or None, nodes that refused for a spent
+        budget)``."""
+        from secagg.errors import PrivacyBudgetExhausted
+        from secagg.privacy.budget import population_budget
+
+        refused = sorted(n for n, e in self.refusals.items() if isinstance(e, PrivacyBudgetExhausted))
+        return population_budget(self.budgets.values()), refused
 
 
 def build_config(n: int, dim: int, *, round: int, num_shares=None, reconstruction_threshold=None,
@@ -179,7 +193,8 @@ class SecureAggregation:
         from secagg.privacy.encoder import DPPlan
 
         dp = self.dp
-        m_min = dp.min_clients if dp.min_clients is not None else min_clients
+        m_min = dp.min_clients if dp.min_clients is not None else max(
+            min_clients, n - math.floor(self.dropout_rate * n))
         if m_min > n:
             raise ConfigurationError(f"DP needs at least min_clients = {m_min} contributors; the "
                                      f"strategy sampled {n}")
@@ -217,6 +232,9 @@ class SecureAggregation:
 
             key, model_id = self.model_signer
             signature = sign_model(global_arrays, round, model_id, key).to_bytes()
+        from secagg.crypto import shamir
+
+        shamir.warm_up_for_round(n, config.threshold)  # once per process, outside the round's clock
         outcome = run_secure_round(grid, config, nodes, fit_contents, layout, timeout=self.timeout,
                                    model_signature=signature,
                                    min_contributors=None if layout.plan is None else max(
@@ -224,6 +242,7 @@ class SecureAggregation:
         if outcome.aborted is None:
             self._release(outcome, layout, global_arrays)
         if self.telemetry is not None:
+            self.telemetry.observe_budgets(outcome.budgets.values())
             self.telemetry.observe_round(outcome.server, phase_seconds=outcome.phase_seconds,
                                          refusals={i: outcome.refusals[nid] for i, nid in outcome.nodes.items()
                                                    if nid in outcome.refusals})
@@ -232,6 +251,16 @@ class SecureAggregation:
         if self.on_round is not None:
             self.on_round(outcome)
         return outcome
+
+    def total_epsilon(self, delta: float | None = None) -> float:
+        """The (epsilon, ``delta``)-DP guarantee of every DP round this workflow released so far,
+        composed (PLD or RDP via dp-accounting, whichever is smaller; rounds whose plans differ
+        included). 0 before any DP round."""
+        from secagg.privacy.accounting import composed_accounting
+
+        delta = delta if delta is not None else (self.dp.delta if self.dp is not None else 1e-5)
+        mechanisms = [o.plan.round_mechanism() for o in self.outcomes if o.plan is not None and o.aborted is None]
+        return composed_accounting([(m, 1.0, 1) for m in mechanisms], delta=delta).epsilon
 
     def _release(self, outcome: SecureRoundOutcome, layout: Layout, global_arrays) -> None:
         result = outcome.server.result()
@@ -245,6 +274,7 @@ class SecureAggregation:
             outcome.total_weight = float(m)  # DP-FedAvg: every contributor counts once
             outcome.clipped = agg.clipped_count
             outcome.epsilon = layout.plan.epsilon(delta=self.dp.delta)
+            outcome.plan = layout.plan
             return
         values = result.values
         if layout.weighted:
@@ -313,6 +343,10 @@ def run_secure_round(grid, config: RoundConfig, nodes: list[int], fit_contents: 
             if not frame:
                 continue  # the client ignored a repeat: nothing to add
             outcome.bytes_received += len(frame)
+            if stage == ADVERTISE:
+                state = _reported_budget(reply, nid)
+                if state is not None:
+                    outcome.budgets[nid] = state
             nxt += server.receive(frame, client)
         if not server.finished and server.phase.value == stage:
             nxt += server.close_phase()  # the deadline passed: whoever did not answer has dropped
@@ -328,6 +362,21 @@ def run_secure_round(grid, config: RoundConfig, nodes: list[int], fit_contents: 
         outcome.dropped = tuple(node_of[c] for c in result.dropped)
     outcome.excluded = {node_of[c]: type(e).__name__ for c, e in server.excluded.items()}
     return outcome
+
+
+def _reported_budget(reply, nid: int):
+    """The ``BudgetState`` a node reported with its advert, or None (no DP budget, or junk)."""
+    from secagg.privacy.budget import BudgetState
+
+    data = reply.content.config_records[RECORD].get("budget")
+    if type(data) is not bytes:
+        return None
+    try:
+        fields = cbor2.loads(data)
+        fields["client"] = nid
+        return BudgetState(**fields)
+    except (ValueError, TypeError, cbor2.CBORDecodeError):
+        return None
 
 
 def _copy(content):
@@ -349,6 +398,19 @@ def _reply_frame(reply, nid: int, round: int):
     if type(frame) is not bytes:
         return MalformedMessage(f"{where}: '{RECORD}.frame' is {type(frame).__name__}, expected bytes")
     return frame
+
+
+def report_accuracy(evaluate_fn, telemetry, key: str = "accuracy"):
+    """``evaluate_fn`` (a strategy's centralised evaluation, legacy or Message API) that also sets
+    ``fl_model_accuracy{round}`` from the ``key`` metric it returns."""
+    def evaluate(server_round, *args, **kwargs):
+        result = evaluate_fn(server_round, *args, **kwargs)
+        metrics = result[1] if isinstance(result, tuple) else result
+        if metrics is not None and key in metrics:
+            telemetry.set_model_accuracy(server_round, float(metrics[key]))
+        return result
+
+    return evaluate
 
 
 # --- the legacy workflow (DefaultWorkflow(fit_workflow=...)) -----------------------------------

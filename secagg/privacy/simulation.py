@@ -49,13 +49,23 @@ class AttackEncoder(RecordingEncoder):
         return super().encode(-x, clip=True)  # signflip: within the clip bound
 
 
-def attack_encoders(plan: DPPlan, clients: int, malicious: int, attack: str | None, seed, rng_for):
+def attack_encoders(plan: DPPlan, clients: int, malicious: int, attack: str | None, seed, rng_for,
+                    chosen=None):
+    """Encoders for clients 1..n: ``malicious`` of them, drawn from ``seed`` (or exactly
+    ``chosen``), mount ``attack``; the rest are honest."""
+    if chosen is not None:
+        malicious = len(chosen)
     if malicious and attack not in ATTACKS:
         raise ConfigurationError(f"--malicious needs --attack, one of {ATTACKS}")
     if not 0 <= malicious <= clients:
         raise ConfigurationError(f"malicious clients must lie in [0, {clients}], got {malicious}")
-    gen = np.random.default_rng(None if seed is None else [seed, 99])
-    bad = sorted(int(c) for c in gen.choice(np.arange(1, clients + 1), size=malicious, replace=False))
+    if chosen is not None:
+        bad = sorted(int(c) for c in chosen)
+        if any(not 1 <= c <= clients for c in bad):
+            raise ConfigurationError(f"attackers must be clients in 1..{clients}, got {bad}")
+    else:
+        gen = np.random.default_rng(None if seed is None else [seed, 99])
+        bad = sorted(int(c) for c in gen.choice(np.arange(1, clients + 1), size=malicious, replace=False))
     encoders = {
         c: (AttackEncoder(plan, attack, rng=rng_for(f"dp {c}")) if c in bad
             else RecordingEncoder(plan, rng=rng_for(f"dp {c}")))

@@ -15,12 +15,14 @@ import numpy as np
 from secagg.crypto import prg
 
 
-def apply_masks(target: np.ndarray, masks: Iterable[tuple[bytes, int]], bits: int) -> int:
-    """``target += sum(sign * PRG(seed))`` mod 2^bits, in place. Returns the number of masks."""
+def apply_masks(target: np.ndarray, masks: Iterable[tuple[bytes, int]], bits: int, start: int = 0) -> int:
+    """``target += sum(sign * PRG(seed))`` mod 2^bits, in place. Returns the number of masks.
+    ``start``: ``target`` holds words start .. start + len(target) of the vector (a shard; on a
+    16-byte block), so each mask is expanded from there."""
     buffer = np.empty_like(target)
     count = 0
     for seed, sign in masks:
-        prg.expand_into(seed, buffer)
+        prg.expand_range_into(seed, start, buffer)
         if sign > 0:
             np.add(target, buffer, out=target)
         else:

@@ -75,7 +75,7 @@ from secagg.messages import (
 )
 from secagg.protocol import keys
 from secagg.protocol.client import IdentityLookups, advert_fault, self_mask_commitment
-from secagg.protocol.masking import apply_masks
+from secagg.protocol.unmask import ThreadUnmasker
 from secagg.protocol.rounds import (
     PEER_AWAIT,
     PEER_ENDED,
@@ -123,17 +123,20 @@ class Server:
         rng: RandomSource = system_random,
         identities=None,
         config_signature: bytes = b"",
+        unmasker=None,
     ) -> None:
         """``identities``: the registry (a ``Registry``), or ``client -> its 32-byte Ed25519 verify
         key`` (raising a ``SecAggError`` for a client it does not vouch for); with a ``Registry``
         the round's keys are read in one query. ``config_signature``: the operator's signature
         over ``config`` (``keys.sign_config``), which the server relays. Both are required in
-        authenticated rounds; the server holds no key of its own."""
+        authenticated rounds; the server holds no key of its own. ``unmasker``: how the last phase
+        removes the masks (``secagg.protocol.unmask``; default ``ThreadUnmasker()``: every core)."""
         self.config = config
         if config.authenticated and (identities is None or not config_signature):
             raise ConfigurationError("an authenticated round needs the registry's identities lookup "
                                      "and the operator's signature over the config")
         self._config_signature = config_signature
+        self._unmasker = unmasker if unmasker is not None else ThreadUnmasker()
         self._session = keys.session_hash(config, config_signature)
         self._identities = None if identities is None else IdentityLookups(identities)
         self._phase_close = PHASE_CLOSE_AUTHENTICATED if config.authenticated else PHASE_CLOSE
@@ -600,7 +603,7 @@ class Server:
                     yield seed, -keys.mask_sign(v, u)  # v added sign(v, u) * PRG(s_uv)
 
         total = self._accumulator
-        expansions = apply_masks(total, masks(), cfg.bits)
+        expansions = self._unmasker(total, masks(), cfg.bits)
         self._accumulator = None
         self._result = RoundResult(
             config=cfg,
