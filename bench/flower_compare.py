@@ -21,9 +21,11 @@ protobuf serialisation both ways and each node keeps its ``Context`` across mess
 SuperNode does, but every ``ClientApp`` runs in this process. ``--backend ray`` runs the same
 rounds in Flower's simulation runtime instead (``flwr.simulation.run_simulation``, Ray; the
 ServerApp runs ``DefaultWorkflow(fit_workflow=...)`` over the simulation's Grid behind a counting
-wrapper; two rounds, the second reported; no dropouts). On this 2-core machine Ray only adds
-time (bench/results/flower_compare_ray.md), and Flower's own round at n = 1,100 already takes
-15-30 min in process, so the 1,100-client points run in process.
+wrapper; two rounds, the second reported; no dropouts). Ray handles 1,100 SuperNodes on this
+2-core machine, but its per-message overhead makes a round there several times slower than in
+process, and Flower's own SecAgg+ round at n = 1,100 already takes 15-30 min in process (pure-Python
+Shamir sharing and reconstruction), so the main table runs in process and the Ray table
+(bench/results/flower_compare_ray.md) skips Flower above 100 clients.
 
 The model is an MLP's arrays, 64-128-13 (9,997 float32 parameters in four arrays of different
 shapes). Client i's update is uniform in [-1, 1] from a seed of its own; its sample count
@@ -386,8 +388,10 @@ def run_round_ray(library: str, n: int, seed: int, weights: str, num_shares: int
     return {**out, **_outcome(library, workflow)}
 
 
-def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log, backend: str = "process") -> list[dict]:
-    """Every library's round over one set of updates, each row with its error and bound."""
+def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log, backend: str = "process",
+             flower_max_clients: int | None = None) -> list[dict]:
+    """Every library's round over one set of updates, each row with its error and bound. Flower's
+    SecAgg+ is skipped above ``flower_max_clients`` (the row says so)."""
     if backend == "ray" and dropout:
         raise SystemExit("--backend ray runs without dropouts (the ServerApp cannot tell a SuperNode's "
                          "client index from its node id); use --dropout 0")
@@ -410,6 +414,11 @@ def scenario(n: int, dropout: float, weights: str, seed: int, libraries, log, ba
             "dropped": len(dropped), "survivors": len(survivors), "max_weight": MAX_WEIGHT,
             "clipping_range": CLIPPING_RANGE, "seed": seed, "backend": backend,
         }
+        if library == "flower" and flower_max_clients is not None and n > flower_max_clients:
+            row["skipped"] = f"n > --flower-max-clients {flower_max_clients}"
+            rows.append(row)
+            log(f"         skipped ({row['skipped']})")
+            continue
         try:
             if backend == "ray":
                 r = run_round_ray(library, n, seed, weights, num_shares=k + 1, threshold=t)
@@ -478,8 +487,9 @@ def report(rows: list[dict], command: str, backend: str) -> list[str]:
               "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         head = f"| {r['clients']:,} | {r['dropout']:.0%} | {r['weights']} | {LABELS[r['library']]} |"
-        if "failed" in r:
-            lines.append(f"{head} failed: {r['failed'][:200]} | | | | | | | | |")
+        if "failed" in r or "skipped" in r:
+            why = f"failed: {r['failed'][:200]}" if "failed" in r else f"skipped ({r['skipped']})"
+            lines.append(f"{head} {why} | | | | | | | | |")
             continue
         kt = f"{r['degree']} / {r['threshold']}" if "degree" in r else "-"
         if r["library"] == "fedavg":
@@ -515,6 +525,9 @@ def main() -> int:
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--backend", choices=("process", "ray"), default="process",
                         help="process: every ClientApp in this process (default); ray: run_simulation")
+    parser.add_argument("--flower-max-clients", type=int, default=None,
+                        help="skip Flower's SecAgg+ above this many clients (its n = 1,100 round "
+                             "takes 15-30 min here; two of them under --backend ray twice that)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
@@ -534,9 +547,11 @@ def main() -> int:
         if weights not in ("varying", "equal"):
             parser.error(f"weights must be varying or equal, got {weights!r} in {point!r}")
         rows += scenario(int(n), float(dropout), weights, args.seed, libraries,
-                         log=lambda s: print(s, flush=True), backend=args.backend)
+                         log=lambda s: print(s, flush=True), backend=args.backend,
+                         flower_max_clients=args.flower_max_clients)
     command = "python3 -m bench.flower_compare" + "".join(
-        f" --{k} {getattr(args, k)}" for k in ("backend", "points", "libraries", "seed")
+        f" --{k.replace('_', '-')} {getattr(args, k)}"
+        for k in ("backend", "points", "libraries", "flower_max_clients", "seed")
         if getattr(args, k) != parser.get_default(k))
     name = "flower_compare" if args.backend == "process" else "flower_compare_ray"
     write_results(args.out, name, rows, report(rows, command, args.backend))
