@@ -34,10 +34,11 @@ Attackers: one client, 5% and 20% of the clients, each rounded up (3 and 10 of 5
 Reported per (defence, attack, attackers): final accuracy on the clean test set; backdoor success
 (the share of triggered test images of the other classes classified as the target); over the
 attacked rounds, *detected* (every group holding an attacker was rejected by its checks or flagged
-by the combiner's deviation check), *neutralised* (the released mean's L2 distance from the honest clients' clipped mean is at most 1.5 times the
-median distance in the same defence's run without attackers; for the backdoor, the model after
-the round puts fewer than 10% of the triggered images in the target class, as a backdoor lives in
-a few coordinates that the L2 distance hardly sees) and the rounds that released nothing.
+by the combiner's deviation check), *neutralised* (the released mean's L2 distance from the
+honest clients' clipped mean is at most 1.5 times the median distance in the same defence's run
+without attackers; for the backdoor, the model after the round puts fewer than 10% of the
+triggered images in the target class, as a backdoor lives in a few coordinates that the L2
+distance hardly sees) and the rounds that released nothing.
 ``--paired`` measures neutralisation as ``simulate_groups`` does instead, against the same round
 run again with the attackers honest (the same masks, noise and groups): twice the secure rounds.
 Without attack: each defence's accuracy against fedavg's, and its false alarms.
@@ -380,7 +381,8 @@ def report_lines(settings: Settings, rows: list[dict], summary: list[dict], epsi
         f"{norms[0]:.2f} in round 1 and {norms[-1]:.2f} in round {len(norms)} (median over rounds "
         f"{np.median(norms):.2f}). DP noise multiplier z = {settings.noise_multiplier}: epsilon at delta "
         f"1e-6 is {epsilon['checks only']:.1f} (checks only) and {epsilon['g=5']:.1f} (g = 5) after "
-        f"{settings.rounds} rounds (each client is in one sum per round). No dropout. Attackers: {counts} "
+        f"{settings.rounds} rounds (each client is in one sum per round, and every sum carries the noise "
+        f"z C its own guarantee needs, so grouping costs accuracy, not epsilon). No dropout. Attackers: {counts} "
         f"of {n} clients, the same in every round; backdoor target class {settings.target}, trigger the "
         f"top-left 2x2 pixels at full brightness, boost n / attackers.", "",
         "## Under attack", "",
@@ -465,9 +467,11 @@ def plot(summary: list[dict], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].set_ylabel("share of the test set")
     axes[1, 0].set_ylabel("share of the test set")
-    axes[0, 1].legend(fontsize=8)
+    handles, labels = axes[0, 1].get_legend_handles_labels()
+    goal = axes[1, 2].get_legend_handles_labels()
+    fig.legend(handles + goal[0][:1], labels + goal[1][:1], loc="lower center", ncol=5, fontsize=9)
     fig.suptitle("Poisoning under secure aggregation: digits, logistic regression")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
