@@ -205,11 +205,12 @@ def find_parameters(
             continue
         t1 = _shares_bound(n, k, corrupt, adversary)
         t2 = _correctness_bound(n, survivors, k, log_correctness)
-        if t2 > t1:
+        t = max(t1 + 1, 2)  # a threshold of 1 lets any one neighbour reveal a secret
+        if t <= t2:  # raised to 2, t must still meet the correctness bound (small n: it did not)
             return GraphParameters(
                 clients=n,
                 degree=k,
-                threshold=max(t1 + 1, 2),
+                threshold=t,
                 adversarial_rate=adversarial_rate,
                 dropout_rate=dropout_rate,
                 adversary=adversary,

@@ -18,9 +18,22 @@ TABLE = load_vectors("params.json")
 def test_reference_table(row):
     for n, (degree, threshold) in zip(TABLE["clients"], row["expected"]):
         p = find_parameters(n, row["adversarial_rate"], row["dropout_rate"], row["adversary"])
+        if n == 10 and p.degree > degree:
+            # The reference raises t to 2 past its own correctness bound t2 = 1 at n = 10 (a
+            # single dropout then aborts a round); the finder moves on to the next degree instead
+            # (SPEC 2.1). Everywhere else the degrees agree exactly.
+            assert p.threshold == 2 and p.degree <= degree + 4, f"n={n}"
+            continue
         assert p.degree == degree, f"n={n}"
         assert 2 <= p.threshold <= threshold, f"n={n}"
         assert p.threshold <= p.degree
+
+
+def test_small_rounds_survive_their_planned_dropouts():
+    from secagg import simulate
+
+    for seed in range(5):
+        assert not simulate(10, 10, dropout=0.1, seed=seed).aborted
 
 
 @pytest.mark.parametrize("case", TABLE["infeasible"], ids=lambda c: str(c))

@@ -489,7 +489,8 @@ def test_honest_round_passes_and_reports_every_check():
     assert {c["name"] for c in report.checks} == {"min_contributors", "l2_norm", "linf", "wrap", "clipped_count"}
     for c in report.checks:
         assert set(c) >= {"name", "passed", "value", "bound"}
-    assert abs(report.dp["clipped_count"] - report.dp["clipped_true"]) < 20
+    # The count carries the round's noise (std about 10 here): a 20 bound failed 1 run in ~25.
+    assert abs(report.dp["clipped_count"] - report.dp["clipped_true"]) < 5 * report.dp["clipped_count_std"]
 
 
 def test_warn_policy_keeps_the_aggregate():
