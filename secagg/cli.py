@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--robust", choices=["none", "median", "trimmed", "krum"], default=None,
                     help="how the server combines the group means (default none: their pooled mean)")
     dp.add_argument("--malicious", type=int, default=None, help="clients that mount --attack")
-    dp.add_argument("--attack", choices=["scale", "noise", "signflip"], default=None)
+    dp.add_argument("--attack", choices=["scale", "noise", "signflip", "unclipped"], default=None,
+                    help="scale: x100, unclipped; noise: + N(0, 10^2), unclipped; signflip: the negated "
+                         "update, clipped; unclipped: the update itself, never clipped")
     dp.add_argument("--policy", choices=["reject", "warn"], default=None,
                     help="what a failed check does to the aggregate (default reject)")
     dp.add_argument("--false-alarm", type=float, default=None,

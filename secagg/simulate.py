@@ -88,7 +88,8 @@ def simulate(
     clip, round and noise with a ``DPEncoder``, the server decodes with a ``DPDecoder`` and runs
     ``checks`` (default ``PlausibilityChecks(privacy)``). ``malicious`` clients then mount
     ``attack``: ``scale`` (x100, no clipping), ``noise`` (N(0, 10^2) per coordinate, no clipping)
-    or ``signflip`` (the negated update, clipped like an honest one). ``attackers`` names them
+    ``signflip`` (the negated update, clipped like an honest one) or ``unclipped`` (its own input,
+    never clipped: the attack is in ``inputs``). ``attackers`` names them
     (default: ``malicious`` clients drawn from ``seed``).
 
     ``faults`` makes the network duplicate, delay and reorder frames; ``announce_losses`` tells

@@ -452,6 +452,37 @@ def test_a_sign_flip_within_the_clip_bound_is_not_detectable():
     assert all(c["passed"] for c in report.checks)
 
 
+def test_an_unclipped_attacker_sends_its_own_input_past_the_clip_norm():
+    # The attack is in the input (what a caller's inputs() gives the attacker); the encoder only
+    # skips clipping. Without noise the decoded vector is the input to within rounding.
+    from secagg.privacy.simulation import AttackEncoder, RecordingEncoder
+
+    plan = DPPlan.create(64, clip=1.0, noise_multiplier=0.0, min_clients=1, max_clients=10)
+    x = np.random.default_rng(3).normal(size=64)
+    x *= 5.0 / np.linalg.norm(x)
+    decoded = {}
+    for name, enc in (("honest", RecordingEncoder(plan, rng=DeterministicRandom("h"))),
+                      ("unclipped", AttackEncoder(plan, "unclipped", rng=DeterministicRandom("a")))):
+        decoded[name] = DPDecoder(plan).decode(enc.encode(x).astype(np.uint64), 1).flat
+    tolerance = 2 * plan.gamma * math.sqrt(plan.signal_dim)
+    assert np.linalg.norm(decoded["unclipped"] - x) < tolerance
+    assert np.linalg.norm(decoded["honest"] - x / 5.0) < tolerance  # clipped to C = 1
+
+
+def test_an_unclipped_attacker_with_a_large_input_is_rejected():
+    plan = DPPlan.create(400, clip=1.0, noise_multiplier=1.0, min_clients=45, max_clients=50)
+
+    def inputs(c):  # client 7's input is 100 C long
+        v = np.random.default_rng([4, c]).normal(size=plan.dim)
+        return v / np.linalg.norm(v) * (100.0 if c == 7 else 1.0)
+
+    report = simulate(50, 0, privacy=plan, inputs=inputs, seed=4, attackers=[7], attack="unclipped")
+    assert report.malicious == [7] and report.rejected
+    assert "l2_norm" in {c["name"] for c in report.checks if not c["passed"]}
+    honest = simulate(50, 0, privacy=plan, inputs=inputs, seed=4)  # the same input, clipped to C
+    assert not honest.rejected
+
+
 def test_honest_round_passes_and_reports_every_check():
     report = _sim(dropout=0.05)
     assert not report.rejected and report.aggregate is not None

@@ -84,6 +84,15 @@ def test_a_scaling_attacker_is_neutralised(method):
     assert report.error_inflation <= 1.5 and report.neutralised
 
 
+def test_named_attackers_are_the_ones_that_attack():
+    report = simulate_groups(30, 200, groups=3, robust="median", seed=1, attackers=[4, 17], attack="scale",
+                             label="named", baseline=False)
+    assert report.malicious == [4, 17]
+    assert sorted(c for g in report.group_reports for c in g["malicious"]) == [4, 17]
+    with pytest.raises(ConfigurationError):
+        simulate_groups(30, 200, groups=3, attackers=[31], attack="scale")
+
+
 def test_cli_groups_json_and_refusals():
     out = subprocess.run([sys.executable, "-m", "secagg", "simulate", "--clients", "30", "--dim", "200",
                           "--dp", "--groups", "3", "--robust", "trimmed", "--malicious", "1", "--attack",

@@ -8,7 +8,9 @@ from secagg.errors import ConfigurationError
 from secagg.privacy.encoder import DPEncoder, DPPlan
 from secagg.privacy.noise import generator
 
-ATTACKS = ("scale", "noise", "signflip")
+ATTACKS = ("scale", "noise", "signflip", "unclipped")
+SCALE_FACTOR = 100.0  # scale: the update times this, unclipped
+NOISE_STD = 10.0  # noise: N(0, NOISE_STD^2) added to every coordinate, unclipped
 
 
 def make_update(seed: int | None, client: int, plan: DPPlan) -> np.ndarray:
@@ -33,7 +35,11 @@ class RecordingEncoder(DPEncoder):
 
 
 class AttackEncoder(RecordingEncoder):
-    """A malicious client: transforms its update and (for scale and noise) skips clipping."""
+    """A malicious client: transforms its update and (for scale and noise) skips clipping.
+
+    ``unclipped`` sends the client's input as it is, without clipping: the attack is whatever
+    the caller's ``inputs`` gives that client (a backdoor update boosted for model replacement,
+    say), by a client that does not honour the clip norm."""
 
     def __init__(self, plan: DPPlan, attack: str, **kw) -> None:
         super().__init__(plan, **kw)
@@ -42,10 +48,12 @@ class AttackEncoder(RecordingEncoder):
     def encode(self, update, *, clip: bool = True) -> np.ndarray:
         x = self.flatten(update)
         if self.attack == "scale":
-            return super().encode(x * 100.0, clip=False)
+            return super().encode(x * SCALE_FACTOR, clip=False)
         if self.attack == "noise":
-            noise = generator(self._rng).normal(0.0, 10.0, x.size)  # reproducible under a fixed rng
+            noise = generator(self._rng).normal(0.0, NOISE_STD, x.size)  # reproducible under a fixed rng
             return super().encode(x + noise, clip=False)
+        if self.attack == "unclipped":
+            return super().encode(x, clip=False)
         return super().encode(-x, clip=True)  # signflip: within the clip bound
 
 

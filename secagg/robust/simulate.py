@@ -90,20 +90,27 @@ def simulate_groups(clients: int, dim: int, *, groups: int, robust: str = "media
                     adversarial_rate: float = 0.05, malicious: int = 0, attack: str | None = None,
                     delta: float = 1e-6, false_alarm: float = 1e-6, trim: float = 0.2, rotate: bool = True,
                     inputs=None, label: str | None = None, baseline: bool = True,
-                    telemetry=None) -> GroupedReport:
+                    telemetry=None, attackers=None) -> GroupedReport:
     """Run one grouped round; see the module docstring. ``inputs(client)`` overrides the test data
-    (``privacy.simulation.make_update``); ``label`` fixes every random stream (default: 16 bytes
+    (``privacy.simulation.make_update``); ``attackers`` names the malicious clients (default:
+    ``malicious`` of them drawn from ``seed``); ``label`` fixes every random stream (default: 16 bytes
     from the OS CSPRNG, so masks and noise are secret; a fixed label is for reproducing a round)."""
     if robust not in METHODS:
         raise ConfigurationError(f"--robust must be one of {METHODS}, got {robust!r}")
+    if attackers is not None:
+        malicious = len(attackers)
     if malicious and attack is None:
         raise ConfigurationError("--malicious needs --attack")
     label = label if label is not None else os.urandom(16).hex()
     root = DeterministicRandom(label)
     members = assign_groups(clients, groups, root.fork("group seed")(SEED_BYTES))
     schedule = dropout_schedule(clients, dropout, drop_stage, seed)
-    gen = np.random.default_rng(None if seed is None else [seed, 99])
-    attackers = sorted(int(c) for c in gen.choice(np.arange(1, clients + 1), size=malicious, replace=False))
+    if attackers is None:
+        gen = np.random.default_rng(None if seed is None else [seed, 99])
+        attackers = gen.choice(np.arange(1, clients + 1), size=malicious, replace=False)
+    attackers = sorted(int(c) for c in attackers)
+    if any(not 1 <= c <= clients for c in attackers):
+        raise ConfigurationError(f"attackers must be clients in 1..{clients}, got {attackers}")
     planned = dropout_rate if dropout_rate is not None else max(dropout, 0.05)
     plans = _plans(members, dim, clip=clip, noise_multiplier=noise_multiplier, mechanism=mechanism,
                    planned=planned, rotate=rotate, root=root)
