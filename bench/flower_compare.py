@@ -22,8 +22,8 @@ SuperNode does, but every ``ClientApp`` runs in this process. ``--backend ray`` 
 rounds in Flower's simulation runtime instead (``flwr.simulation.run_simulation``, Ray; the
 ServerApp runs ``DefaultWorkflow(fit_workflow=...)`` over the simulation's Grid behind a counting
 wrapper; two rounds, the second reported; no dropouts). Ray handles 1,100 SuperNodes on this
-2-core machine, but its per-message overhead makes a round there several times slower than in
-process, and Flower's own SecAgg+ round at n = 1,100 already takes 15-30 min in process (pure-Python
+2-core machine, but its per-message overhead makes a round there 2.5-3x slower than in process,
+and Flower's own SecAgg+ round at n = 1,100 already takes 11-17 min in process (pure-Python
 Shamir sharing and reconstruction), so the main table runs in process and the Ray table
 (bench/results/flower_compare_ray.md) skips Flower above 100 clients.
 
@@ -65,8 +65,8 @@ DIM = sum(int(np.prod(s)) for s in SHAPES)
 MAX_WEIGHT = 50
 CLIPPING_RANGE = 8.0  # SecAggPlusWorkflow's and SecAggWorkflow's default
 LIBRARIES = ("fedavg", "flower", "secagg")
-# n:dropout:weights. Flower at n = 1,100 (k = 36, t = 19) takes 15-30 min a round here, nearly
-# all of it pure-Python Shamir sharing and reconstruction, so its dropout point is n = 100 only.
+# n:dropout:weights. Flower at n = 1,100 (k = 36, t = 19) takes 11-17 min a round here, most
+# of it pure-Python Shamir sharing and reconstruction, so its dropout points are at n = 100 only.
 DEFAULT_POINTS = "100:0:varying,100:0:equal,100:0.1:varying,100:0.1:equal,1100:0:varying,1100:0:equal"
 LABELS = {"fedavg": "FedAvg (no SecAgg)", "flower": "Flower SecAgg+", "secagg": "secagg"}
 # Flower SecAgg+'s fixed-point defaults: 2^22 levels over [-clipping_range, clipping_range], ring Z_2^32.
@@ -527,7 +527,7 @@ def main() -> int:
                         help="process: every ClientApp in this process (default); ray: run_simulation")
     parser.add_argument("--flower-max-clients", type=int, default=None,
                         help="skip Flower's SecAgg+ above this many clients (its n = 1,100 round "
-                             "takes 15-30 min here; two of them under --backend ray twice that)")
+                             "takes 11-17 min here; two of them under --backend ray twice that)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
