@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections import defaultdict
 
 import numpy as np
 
@@ -43,16 +42,12 @@ def run_flower_secaggplus(
     from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
     from flwr.server.workflow.constant import Key as WorkflowKey
     from flwr.server.workflow.secure_aggregation.secaggplus_workflow import SecAggPlusWorkflow
-    from flwr.serverapp.grid import Grid
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import ConfigRecord
 
-    from flwr.common.serde import message_from_proto, message_to_proto
-    from flwr.supercore.task_identity import TaskIdentity
+    from secagg.flower.inprocess import InProcessGrid
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    # Flower stamps every Message with the identity of the task that makes it.
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
     gen = np.random.default_rng(seed)
     node_ids = list(range(1001, 1001 + clients))
     updates = {nid: gen.uniform(-1.0, 1.0, dim).astype(np.float32) for nid in node_ids}
@@ -66,54 +61,11 @@ def run_flower_secaggplus(
             return [updates[self.nid]], 1, {}
 
     app = ClientApp(client_fn=lambda ctx: UpdateClient(ctx.node_id).to_client(), mods=[secaggplus_mod])
-    contexts = {nid: Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(), run_config={})
-                for nid in node_ids}
-    client_seconds: dict[int, float] = defaultdict(float)
-    in_clients = [0.0]
+    def drop(nid, msg):  # dropped clients skip the masked stage and everything after it
+        configs = msg.content.config_records.get("secaggplus_configs") or {}
+        return nid in dropped and configs.get("stage") in ("collect_masked_vectors", "unmask")
 
-    class InProcessGrid(Grid):
-        """Delivers each message to its ClientApp at once; dropped clients skip the masked stage."""
-
-        def set_run(self, run):  # noqa: D102
-            pass
-
-        @property
-        def run(self):  # noqa: D102
-            return None
-
-        def create_message(self, *args, **kwargs):  # noqa: D102
-            raise NotImplementedError
-
-        def get_node_ids(self):  # noqa: D102
-            return node_ids
-
-        def push_messages(self, messages):  # noqa: D102
-            raise NotImplementedError
-
-        def pull_messages(self, message_ids):  # noqa: D102
-            raise NotImplementedError
-
-        def send_and_receive(self, messages, *, timeout=None):
-            replies = []
-            for msg in messages:
-                nid = msg.metadata.dst_node_id
-                configs = msg.content.config_records.get("secaggplus_configs") or {}
-                if nid in dropped and configs.get("stage") in ("collect_masked_vectors", "unmask"):
-                    continue
-                # Each client gets its own copy, as over the network (the mod mutates it):
-                # the server serialises the request and parses the reply; the client parses
-                # the request, runs, and serialises its reply.
-                wire = message_to_proto(msg)
-                t0 = time.perf_counter()
-                reply_wire = message_to_proto(app(message_from_proto(wire), contexts[nid]))
-                dt = time.perf_counter() - t0
-                client_seconds[nid] += dt
-                in_clients[0] += dt
-                reply = message_from_proto(reply_wire)
-                replies.append(reply)
-            return replies
-
-    grid = InProcessGrid()
+    grid = InProcessGrid(app, node_ids, drop=drop)
     manager = SimpleClientManager()
     for nid in node_ids:
         manager.register(GridClientProxy(nid, grid, 1))
@@ -129,6 +81,8 @@ def run_flower_secaggplus(
     t0 = time.perf_counter()
     workflow(grid, context)
     total = time.perf_counter() - t0
+    client_seconds = grid.client_seconds
+    in_clients = [sum(client_seconds.values())]
     survivors = [nid for nid in node_ids if nid not in dropped]
     # FedAvg with one example per client returns the mean of the survivors' updates.
     arrays = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], True)
