@@ -8,9 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from secagg import RoundConfig, Server
 from secagg.crypto import prg
-from secagg.crypto.randomness import DeterministicRandom
 from secagg.errors import ConfigurationError
 from secagg.protocol import unmask
 from secagg.protocol.unmask import (
