@@ -43,6 +43,7 @@ has a Gaussian form the PLD accountant composes those Gaussians, each at its own
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -200,6 +201,13 @@ def accounting(mech: RoundMechanism, *, rounds: int, sampling: float, delta: flo
     """(epsilon, delta) after ``rounds`` rounds at client sampling rate ``sampling``, and which
     accountant gave it (see the module docstring for what each rests on)."""
     _check(rounds, sampling, delta)
+    return _accounting(mech, rounds, float(sampling), float(delta), _accountant(accountant))
+
+
+@functools.lru_cache(maxsize=1024)
+def _accounting(mech: RoundMechanism, rounds: int, sampling: float, delta: float, accountant) -> Accounting:
+    # A pure function of frozen inputs, asked again and again for the same plan (every report,
+    # every group of a grouped round): dp-accounting's PLD composition is most of its cost.
     return composed_accounting([(mech, sampling, rounds)], delta=delta, accountant=accountant)
 
 
