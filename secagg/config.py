@@ -144,7 +144,7 @@ class RoundConfig:
         adversarial_rate: float = 0.05,
         dropout_rate: float = 0.1,
         adversary: AdversaryClass | str | None = None,
-        full_graph: bool = False,
+        full_graph: bool | str = False,
         threshold: int | None = None,
         round: int = 0,
         session_id: bytes | None = None,
@@ -155,13 +155,21 @@ class RoundConfig:
         """Pick the graph and threshold with the parameter finder, then build the config.
 
         ``full_graph=True`` is original SecAgg (degree n - 1); its threshold defaults to two
-        thirds of n - 1, raised to what the adversary class needs. ``adversary`` defaults to
-        malicious for an authenticated round (what its checks are for), else semi-honest.
+        thirds of n - 1, raised to what the adversary class needs. ``full_graph="auto"``: the
+        finder's sparse graph when it has one for n and the rates, else the full graph (too few
+        clients for a sparse one). ``adversary`` defaults to malicious for an authenticated round
+        (what its checks are for), else semi-honest.
         """
         _check_int("num_clients", num_clients, MIN_CLIENTS, MAX_CLIENTS)
         if adversary is None:
             adversary = AdversaryClass.MALICIOUS if authenticated else AdversaryClass.SEMI_HONEST
         adversary = AdversaryClass(adversary)
+        if full_graph == "auto":
+            try:
+                find_parameters(num_clients, adversarial_rate, dropout_rate, adversary)
+                full_graph = False
+            except ConfigurationError:
+                full_graph = True  # bad rates are refused again, by full_graph_parameters
         if full_graph:
             if threshold is None:
                 threshold = min(num_clients - 1, max(

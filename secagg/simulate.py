@@ -54,7 +54,7 @@ def simulate(
     adversarial_rate: float = 0.05,
     dropout_rate: float | None = None,
     adversary: str | None = None,
-    full_graph: bool = False,
+    full_graph: bool | str = False,
     threshold: int | None = None,
     seed: int | None = None,
     inputs: Callable[[int], np.ndarray] | None = None,

@@ -110,12 +110,7 @@ def build_config(n: int, dim: int, *, round: int, num_shares=None, reconstructio
     common = dict(bits=bits, value_range=value_range, levels=levels, round=round, session_id=session_id,
                   dropout_rate=dropout_rate, adversarial_rate=adversarial_rate, rng=rng)
     if num_shares is None and reconstruction_threshold is None:
-        try:
-            return RoundConfig.create(n, dim, **common)
-        except ConfigurationError as exc:
-            if "degree" not in str(exc) and "graph" not in str(exc) and "finder" not in str(exc):
-                raise
-            return RoundConfig.create(n, dim, full_graph=True, **common)  # too few for a sparse graph
+        return RoundConfig.create(n, dim, full_graph="auto", **common)  # full graph if too few for sparse
     shares = num_shares if num_shares is not None else n
     if isinstance(shares, float):
         shares = max(3, round_half_up(shares * n))

@@ -181,10 +181,8 @@ def _run(*, members, plans, schedule, attackers, make, label, robust, clip, fals
             insecure_deterministic=f"{label}/group {j}", dropout_rate=dropout_rate,
             adversarial_rate=adversarial_rate, drop_stage=drop_stage,
         )
-        try:
-            report = simulate(len(group), plan.dim, full_graph=len(group) <= FULL_GRAPH_UP_TO, **kwargs)
-        except ConfigurationError:
-            report = simulate(len(group), plan.dim, full_graph=True, **kwargs)  # too few for a sparse graph
+        report = simulate(len(group), plan.dim, full_graph=True if len(group) <= FULL_GRAPH_UP_TO else "auto",
+                          **kwargs)
         entry = {"group": j, "clients": len(group), "contributors": report.survivors, "degree": report.degree,
                  "threshold": report.threshold, "aborted": report.aborted, "abort_reason": report.abort_reason,
                  "rejected": report.rejected, "reject_reasons": report.reject_reasons,
