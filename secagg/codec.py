@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import io
+from itertools import chain, repeat
+from operator import attrgetter
 from dataclasses import dataclass
 
 import cbor2
@@ -55,6 +57,7 @@ from secagg.messages import (
 from secagg.quantize import ring_dtype
 
 HEADER_FIELDS = 5
+_INT_ONLY = {int}
 _PACK_CHUNK = 1 << 16
 
 
@@ -240,9 +243,20 @@ def _vector_from_wire(v, limits: Limits):
     return bits, unpack_bits(packed, bits, length)
 
 
+def split_records(blob: bytes, size: int) -> list[bytes]:
+    """A column of fixed-size records -> the records (slicing in C: a round splits n * k)."""
+    return list(map(blob.__getitem__, map(slice, range(0, len(blob), size), range(size, len(blob) + size, size))))
+
+
+def make_records(kind, peers, payloads) -> tuple:
+    """Per-peer NamedTuples ``kind(peer, payload)`` built in C (``tuple.__new__`` on the pair is
+    what ``kind``'s own two-field constructor does, without a Python call per record)."""
+    return tuple(map(tuple.__new__, repeat(kind), zip(peers, payloads)))
+
+
 def _columns(items, attr: str) -> tuple[list[int], bytes]:
     """Per-peer records as two columns: the peer ids, and the records concatenated."""
-    return [i.peer for i in items], b"".join(getattr(i, attr) for i in items)
+    return list(map(attrgetter("peer"), items)), b"".join(map(attrgetter(attr), items))
 
 
 # The server sends some fields alike to every client of a round: the survivor set U3 in each
@@ -282,9 +296,9 @@ def _encode_fields(msg: Message) -> list:
             return [msg.encryption_key, msg.mask_key, msg.signature]
         case ShareKeysRequest():
             keys = msg.neighbour_keys
-            return [msg.recipient, [k.client for k in keys],
-                    b"".join(k.encryption_key + k.mask_key for k in keys),
-                    b"".join(k.signature for k in keys)]
+            return [msg.recipient, list(map(attrgetter("client"), keys)),
+                    b"".join(chain.from_iterable(map(attrgetter("encryption_key", "mask_key"), keys))),
+                    b"".join(map(attrgetter("signature"), keys))]
         case ShareKeys():
             return [msg.self_mask_commitment, *_columns(msg.encrypted_shares, "ciphertext")]
         case MaskedInputRequest():
@@ -310,7 +324,7 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
 
     def ids(v, what):
         items = _list(v, limits, what)
-        if not all(type(x) is int for x in items):  # ranges are checked by the message
+        if items and set(map(type, items)) != _INT_ONLY:  # ranges are checked by the message
             for x in items:
                 _uint(x, what)
         return tuple(items)
@@ -323,15 +337,13 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
                 f"malformed frame: {len(peers)} {what} need {size * len(peers)} bytes "
                 f"({size} each), got {len(blob)}"
             )
-        return peers, [blob[i : i + size] for i in range(0, len(blob), size)]
+        return peers, split_records(blob, size)
 
     def ciphertexts(ids_field, blob):
-        peers, cts = records(ids_field, blob, "ciphertexts", SHARE_CIPHERTEXT_BYTES)
-        return tuple(map(EncryptedShares, peers, cts))
+        return make_records(EncryptedShares, *records(ids_field, blob, "ciphertexts", SHARE_CIPHERTEXT_BYTES))
 
     def shares(ids_field, blob):
-        peers, items = records(ids_field, blob, "shares", SHARE_BYTES)
-        return tuple(map(RevealedShare, peers, items))
+        return make_records(RevealedShare, *records(ids_field, blob, "shares", SHARE_BYTES))
 
     if cls is AdvertiseKeysRequest:
         arity(3)

@@ -13,6 +13,7 @@ MaskedInput and Unmask in the authenticated variant; it has message type codes r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -57,13 +58,16 @@ def _is_uint(value: object, high: int) -> bool:
 # id cannot be reused by another object while it is remembered; tuples are immutable.
 _CHECKED: dict[int, tuple[int, ...]] = {}
 _CHECKED_MIN_LENGTH = 64
+_INT_ONLY = {int}
+_BYTES_ONLY = {bytes}
 
 
 def _check_ascending(msg: Message, name: str, ids: tuple[int, ...]) -> None:
     if _CHECKED.get(id(ids)) is ids:
         return
-    # Fast path: plain ints, strictly ascending, within (0, MAX_CLIENT_ID].
-    if all(type(c) is int for c in ids) and all(a < b for a, b in zip(ids, ids[1:])):
+    # Fast path, in C loops (a round checks n * k ids): plain ints, strictly ascending (sorted
+    # and no repeats), within (0, MAX_CLIENT_ID].
+    if not ids or (set(map(type, ids)) == _INT_ONLY and len(set(ids)) == len(ids) and list(ids) == sorted(ids)):
         if not ids or (ids[0] > SERVER_ID and ids[-1] <= MAX_CLIENT_ID):
             if len(ids) >= _CHECKED_MIN_LENGTH and type(ids) is tuple:
                 if len(_CHECKED) >= 8:
@@ -84,7 +88,8 @@ def _check_bytes(msg: Message, name: str, value: object, length: int) -> None:
 
 def _check_all_bytes(msg: Message, what: str, items, length: int) -> None:
     """Every item's payload (its second field) is ``length`` bytes; the error names the peer."""
-    if all(type(v) is bytes and len(v) == length for _, v in items):
+    payloads = list(map(itemgetter(1), items))
+    if not payloads or (set(map(type, payloads)) == _BYTES_ONLY and set(map(len, payloads)) == {length}):
         return
     for peer, value in items:
         _check_bytes(msg, f"{what} of peer {peer}", value, length)
@@ -161,15 +166,24 @@ class ShareKeysRequest(Message):
 
     def __post_init__(self) -> None:
         Message.__post_init__(self)
-        _check_ascending(self, "neighbour_keys", tuple(k.client for k in self.neighbour_keys))
-        for k in self.neighbour_keys:
-            if not (type(k.encryption_key) is bytes and len(k.encryption_key) == KEY_BYTES
-                    and type(k.mask_key) is bytes and len(k.mask_key) == KEY_BYTES):
+        keys = self.neighbour_keys
+        _check_ascending(self, "neighbour_keys", tuple(map(_CLIENT, keys)))
+        encryption, mask, signatures = (list(map(get, keys)) for get in (_ENCRYPTION, _MASK, _SIGNATURE))
+        if keys and not (set(map(type, encryption + mask)) == _BYTES_ONLY
+                         and set(map(len, encryption + mask)) == {KEY_BYTES}):
+            for k in keys:
                 _check_bytes(self, f"encryption key of client {k.client}", k.encryption_key, KEY_BYTES)
                 _check_bytes(self, f"mask key of client {k.client}", k.mask_key, KEY_BYTES)
-        lengths = {len(k.signature) if type(k.signature) is bytes else -1 for k in self.neighbour_keys}
+        if set(map(type, signatures)) <= _BYTES_ONLY:
+            lengths = set(map(len, signatures))
+        else:
+            lengths = {len(sig) if type(sig) is bytes else -1 for sig in signatures}
         if len(lengths) > 1 or not lengths <= {0, SIGNATURE_BYTES}:
             raise _fail(self, f"signatures must all be {SIGNATURE_BYTES} bytes or all absent")
+
+
+_CLIENT, _ENCRYPTION, _MASK, _SIGNATURE = (itemgetter(i) for i in range(4))
+_PEER = _CLIENT  # the first field of every per-peer record
 
 
 class EncryptedShares(NamedTuple):
@@ -183,7 +197,7 @@ class EncryptedShares(NamedTuple):
 
 
 def _check_ciphertexts(msg: Message, items: tuple[EncryptedShares, ...]) -> None:
-    _check_ascending(msg, "encrypted_shares", tuple(e.peer for e in items))
+    _check_ascending(msg, "encrypted_shares", tuple(map(_PEER, items)))
     _check_all_bytes(msg, "ciphertext", items, SHARE_CIPHERTEXT_BYTES)
 
 
@@ -238,7 +252,7 @@ class UnmaskRequest(Message):
         Message.__post_init__(self)
         _check_ascending(self, "survivors", self.survivors)
         _check_ascending(self, "dropped", self.dropped)
-        _check_ascending(self, "consistency", tuple(s.peer for s in self.consistency))
+        _check_ascending(self, "consistency", tuple(map(_PEER, self.consistency)))
         _check_all_bytes(self, "survivor signature", self.consistency, SIGNATURE_BYTES)
 
 
@@ -347,9 +361,9 @@ class UnmaskResponse(Message):
     def __post_init__(self) -> None:
         Message.__post_init__(self)
         for name, items in (("self_mask_shares", self.self_mask_shares), ("key_shares", self.key_shares)):
-            _check_ascending(self, name, tuple(s.peer for s in items))
+            _check_ascending(self, name, tuple(map(_PEER, items)))
             _check_all_bytes(self, f"{name} share", items, SHARE_BYTES)
-        overlap = {s.peer for s in self.self_mask_shares} & {s.peer for s in self.key_shares}
+        overlap = set(map(_PEER, self.self_mask_shares)).intersection(map(_PEER, self.key_shares))
         if overlap:
             raise _fail(self, f"reveals both secrets of peers {sorted(overlap)}")
 
