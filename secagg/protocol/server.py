@@ -33,12 +33,15 @@ wrong sum is never returned.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
+from itertools import chain
+from operator import itemgetter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg.codec import Limits, decode, encode
+from secagg.codec import Limits, decode, encode, make_records
 from secagg.config import RoundConfig
 from secagg.crypto import kex, shamir, sign
 from secagg.crypto.digest import FrameDigest
@@ -160,8 +163,12 @@ class Server:
         self._started = False
         self._advertised: dict[int, NeighbourKeys] = {}
         self._commitments: dict[int, bytes] = {}
-        # recipient -> sender -> the ciphertext, already in the form forwarded to the recipient
-        self._inboxes: dict[int, dict[int, EncryptedShares]] = {}
+        # recipient -> sender -> the ciphertext, an opaque byte string the server only forwards
+        self._inboxes: dict[int, dict[int, bytes]] = {}
+        # client -> its live neighbours in U1 (ShareKeys) and in U2 (MaskedInput), ascending:
+        # computed once when the phase opens, then read by every request and response of it.
+        self._live1: dict[int, list[int]] = {}
+        self._live2: dict[int, list[int]] = {}
         self._accumulator = np.zeros(config.dim, dtype=ring_dtype(config.bits))
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
@@ -377,15 +384,16 @@ class Server:
         )
 
     def _accept_share_keys(self, msg: ShareKeys) -> None:
-        expected = self._live_neighbours(msg.sender, self._u1)
-        got = [e.peer for e in msg.encrypted_shares]
+        expected = self._live1[msg.sender]
+        got = list(map(itemgetter(0), msg.encrypted_shares))
         if got != expected:
             raise self._fault(UnexpectedMessage, msg.sender,
                               f"sent shares for clients {got}; expected exactly its live neighbours "
                               f"{expected}")
         self._commitments[msg.sender] = msg.self_mask_commitment
+        sender, inboxes = msg.sender, self._inboxes
         for peer, ciphertext in msg.encrypted_shares:
-            self._inboxes.setdefault(peer, {})[msg.sender] = EncryptedShares(msg.sender, ciphertext)
+            inboxes[peer][sender] = ciphertext
 
     def _accept_masked_input(self, msg: MaskedInput) -> list[tuple[int, RemoteProtocolError]]:
         sender = msg.sender
@@ -393,7 +401,7 @@ class Server:
             raise self._fault(UnexpectedMessage, sender,
                               f"sent a masked input of {msg.masked.size} coordinates at {msg.bits} "
                               f"bits; expected {self.config.dim} at {self.config.bits} bits")
-        forwarded = set(self._live_neighbours(sender, self._u2))
+        forwarded = set(self._live2[sender])
         strangers = sorted(set(msg.complaints) - forwarded)
         if strangers:
             raise self._fault(UnexpectedMessage, sender,
@@ -482,24 +490,25 @@ class Server:
 
     def _open_share_keys(self, members: set[int]) -> list[Outgoing]:
         self._u1 = frozenset(members)
+        self._live1 = {c: self._live_neighbours(c, self._u1) for c in sorted(self._u1)}
+        self._inboxes = {c: {} for c in self._u1}
+        advertised = self._advertised.__getitem__
         return self._send(
-            ShareKeysRequest(
-                **self._header(), recipient=c,
-                neighbour_keys=tuple(self._advertised[v] for v in self._live_neighbours(c, self._u1)),
-            )
-            for c in sorted(self._u1)
+            ShareKeysRequest(**self._header(), recipient=c, neighbour_keys=tuple(map(advertised, live)))
+            for c, live in self._live1.items()
         )
 
     def _open_masked_input(self, members: set[int]) -> list[Outgoing]:
         self._u2 = frozenset(members)
+        self._live2 = {c: self._live_neighbours(c, self._u2) for c in sorted(self._u2)}
         out = []
-        for c in sorted(self._u2):
-            inbox = self._inboxes.get(c, {})
+        for c, senders in self._live2.items():
             out.append(MaskedInputRequest(
                 **self._header(), recipient=c,
-                encrypted_shares=tuple(inbox[u] for u in self._live_neighbours(c, self._u2)),
+                encrypted_shares=make_records(EncryptedShares, senders, map(self._inboxes[c].__getitem__, senders)),
             ))
         self._inboxes.clear()
+        self._live1 = {}
         return self._send(out)
 
     def _needed_secrets(self) -> tuple[list[int], list[int]]:
@@ -513,9 +522,9 @@ class Server:
     def _open_unmask(self, members: set[int]) -> list[Outgoing]:
         t = self.config.threshold
         survivors, dropped = self._needed_secrets()
-        holders = {u: [v for v in self._live_neighbours(u, members) if u in self._held.get(v, ())]
-                   for u in survivors + dropped}
-        short = [u for u, hs in holders.items() if len(hs) < t]
+        # v holds u's shares iff u is in held[v] (its live neighbours in U2 whose ciphertext opened)
+        holders = Counter(chain.from_iterable(self._held.get(v, ()) for v in members))
+        short = [u for u in survivors + dropped if holders[u] < t]
         if short:
             return self._abort(
                 f"clients {sorted(short)} have fewer than t = {t} surviving neighbours holding "
@@ -529,16 +538,18 @@ class Server:
                 return self._abort(f"only {len(signed)} clients signed the survivor set; at least "
                                    f"t = {t} are needed", "too_few_signatures")
             consistency = tuple(SurvivorSignature(c, self._survivor_signatures[c]) for c in signed[:t])
+        # held[v] lies within v's live neighbours in U2, so these are its neighbours in U3 and in
+        # U2 \ U3 whose shares it holds, ascending.
         self._requests = {
             v: UnmaskRequest(
                 **self._header(), recipient=v,
-                survivors=tuple(u for u in self._live_neighbours(v, u3) if u in self._held[v]),
-                dropped=tuple(u for u in self._live_neighbours(v, self._u2)
-                              if u not in u3 and u in self._held[v]),
+                survivors=tuple(sorted(self._held[v] & u3)),
+                dropped=tuple(sorted(self._held[v] - u3)),
                 consistency=consistency,
             )
             for v in sorted(members)
         }
+        self._live2 = {}
         return self._send(self._requests.values())
 
     def _keys_of(self, client: int) -> tuple[bytes, bytes]:
