@@ -415,10 +415,13 @@ def recover_many(
     groups: dict[int, list[tuple[int, np.ndarray, np.ndarray, list[int]]]] = {}
     for i, shares in enumerate(share_sets):
         pairs = list(shares.items()) if isinstance(shares, Mapping) else list(shares)
-        xs = np.fromiter((x for x, _ in pairs), dtype=np.int64, count=len(pairs))
-        _check_xs(xs)
-        if len(pairs) >= threshold and all(len(share) == SHARE_BYTES for _, share in pairs):
-            values = np.frombuffer(b"".join(share for _, share in pairs), dtype="<u4").reshape(len(pairs), CHUNKS)
+        # Per set only C-level work on its (x, share) columns: a round recovers n secrets.
+        set_xs, payloads = zip(*pairs) if pairs else ((), ())
+        xs = np.fromiter(set_xs, dtype=np.int64, count=len(pairs))
+        if pairs and (min(set_xs) < 1 or max(set_xs) >= PRIME or len(set(set_xs)) != len(set_xs)):
+            _check_xs(xs)  # raises, saying which rule the x-coordinates break
+        if len(pairs) >= threshold and set(map(len, payloads)) == {SHARE_BYTES}:
+            values = np.frombuffer(b"".join(payloads), dtype="<u4").reshape(len(pairs), CHUNKS)
             if values.max(initial=0) < PRIME:  # the common case: every share well-formed
                 groups.setdefault(len(pairs), []).append((i, xs, values.astype(np.int64), []))
                 continue
