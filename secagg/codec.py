@@ -36,6 +36,7 @@ from secagg.crypto.sign import SIGNATURE_BYTES
 from secagg.crypto.shamir import SHARE_BYTES
 from secagg.messages import (
     MESSAGE_TYPES,
+    SERVER_ID,
     SHARE_CIPHERTEXT_BYTES,
     Abort,
     AdvertiseKeys,
@@ -407,6 +408,44 @@ def _decode_fields(cls: type[Message], fields: list, header: tuple, limits: Limi
 def encode(msg: Message) -> bytes:
     frame = [PROTOCOL_VERSION, msg.TYPE, msg.session_id, msg.round, msg.sender, *_encode_fields(msg)]
     return cbor2.dumps(frame, canonical=True, default=_write_encoded)
+
+
+# The server's two fan-out requests, straight from columns: the frame ``encode`` gives for the
+# message, byte for byte, without a record object per peer (a round sends n of each, k records in
+# every one). Every record was checked when it reached the server; ``peers`` must be ascending,
+# with one fixed-size record each, in that order.
+
+
+def _fan_out_frame(cls: type[Message], session_id: bytes, round: int, recipient: int, peers: list[int],
+                   columns: list[tuple[list[bytes], int]], empty: int = 0) -> bytes:
+    if any(a >= b for a, b in zip(peers, peers[1:])):
+        raise ValueError(f"{cls.__name__}: peers must be ascending")
+    blobs = []
+    for records, size in columns:
+        blob = b"".join(records)
+        if len(records) != len(peers) or len(blob) != size * len(peers):
+            raise ValueError(f"{cls.__name__}: one {size}-byte record per peer")
+        blobs.append(blob)
+    return cbor2.dumps([PROTOCOL_VERSION, cls.TYPE, session_id, round, SERVER_ID, recipient, peers, *blobs,
+                        *[b""] * empty], canonical=True)
+
+
+def encode_forwarded_shares(*, session_id: bytes, round: int, recipient: int, senders: list[int],
+                            ciphertexts: list[bytes]) -> bytes:
+    """``encode(MaskedInputRequest(...))``: the ciphertexts the server forwards and cannot read."""
+    return _fan_out_frame(MaskedInputRequest, session_id, round, recipient, senders,
+                          [(ciphertexts, SHARE_CIPHERTEXT_BYTES)])
+
+
+def encode_neighbour_keys(*, session_id: bytes, round: int, recipient: int, clients: list[int],
+                          keys: list[bytes], signatures: list[bytes]) -> bytes:
+    """``encode(ShareKeysRequest(...))``; ``keys``: each neighbour's encryption key || mask key;
+    ``signatures``: each one's, or all empty (unauthenticated rounds)."""
+    if any(signatures):
+        return _fan_out_frame(ShareKeysRequest, session_id, round, recipient, clients,
+                              [(keys, 2 * KEY_BYTES), (signatures, SIGNATURE_BYTES)])
+    return _fan_out_frame(ShareKeysRequest, session_id, round, recipient, clients, [(keys, 2 * KEY_BYTES)],
+                          empty=1)
 
 
 def decode_frame(data: bytes, limits: Limits) -> list:

@@ -6,14 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secagg.codec import Limits, decode, encode, pack_bits, unpack_bits
+from secagg.codec import Limits, decode, encode, encode_forwarded_shares, encode_neighbour_keys, pack_bits, unpack_bits
 from secagg.errors import MalformedMessage
 from secagg.messages import (
     AdvertiseKeys,
+    SHARE_CIPHERTEXT_BYTES,
     EncryptedShares,
     MaskedInput,
+    MaskedInputRequest,
+    NeighbourKeys,
     RevealedShare,
     ShareKeys,
+    ShareKeysRequest,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -31,6 +35,37 @@ def test_vectors_decode_and_reencode_byte_for_byte(vector):
     msg = decode(frame)
     assert msg.name == vector["type"]
     assert encode(msg) == frame
+
+
+def test_forwarded_shares_are_the_masked_input_request_byte_for_byte():
+    def columns_of(msg):
+        return dict(session_id=msg.session_id, round=msg.round, recipient=msg.recipient,
+                    senders=[e.peer for e in msg.encrypted_shares],
+                    ciphertexts=[e.ciphertext for e in msg.encrypted_shares])
+
+    vector = FRAMES["MaskedInputRequest"]
+    assert encode_forwarded_shares(**columns_of(decode(vector))) == vector
+    msg = MaskedInputRequest(**HEAD, sender=0, recipient=5, encrypted_shares=tuple(
+        EncryptedShares(peer, bytes([peer]) * SHARE_CIPHERTEXT_BYTES) for peer in (2, 7, 9)))
+    columns = columns_of(msg)
+    assert encode_forwarded_shares(**columns) == encode(msg)
+    for bad in (dict(senders=columns["senders"][::-1]), dict(ciphertexts=columns["ciphertexts"][1:]),
+                dict(ciphertexts=[c[:-1] for c in columns["ciphertexts"]])):
+        with pytest.raises(ValueError):
+            encode_forwarded_shares(**{**columns, **bad})
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_neighbour_keys_are_the_share_keys_request_byte_for_byte(signed):
+    keys = tuple(NeighbourKeys(client=c, encryption_key=bytes([c]) * 32, mask_key=bytes([c + 1]) * 32,
+                               signature=bytes([c + 2]) * 64 if signed else b"") for c in (3, 4, 8))
+    msg = ShareKeysRequest(**HEAD, sender=0, recipient=5, neighbour_keys=keys)
+    columns = dict(session_id=msg.session_id, round=msg.round, recipient=5, clients=[k.client for k in keys],
+                   keys=[k.encryption_key + k.mask_key for k in keys], signatures=[k.signature for k in keys])
+    assert encode_neighbour_keys(**columns) == encode(msg)
+    assert decode(encode(msg)) == msg
+    with pytest.raises(ValueError):
+        encode_neighbour_keys(**{**columns, "keys": columns["keys"][:2]})
 
 
 def test_bitpack_vectors():

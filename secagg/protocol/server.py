@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg.codec import Limits, decode, encode, make_records
+from secagg.codec import Limits, decode, encode, encode_forwarded_shares, encode_neighbour_keys
 from secagg.config import RoundConfig
 from secagg.crypto import kex, shamir, sign
 from secagg.crypto.digest import FrameDigest
@@ -65,13 +65,10 @@ from secagg.messages import (
     AdvertiseKeysRequest,
     ConsistencyCheck,
     ConsistencyCheckRequest,
-    EncryptedShares,
     MaskedInput,
-    MaskedInputRequest,
     Message,
     NeighbourKeys,
     ShareKeys,
-    ShareKeysRequest,
     SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
@@ -492,24 +489,32 @@ class Server:
         self._u1 = frozenset(members)
         self._live1 = {c: self._live_neighbours(c, self._u1) for c in sorted(self._u1)}
         self._inboxes = {c: {} for c in self._u1}
-        advertised = self._advertised.__getitem__
-        return self._send(
-            ShareKeysRequest(**self._header(), recipient=c, neighbour_keys=tuple(map(advertised, live)))
+        # Each frame straight from the columns (codec.encode_neighbour_keys: the bytes of the
+        # ShareKeysRequest), each advert's keys joined once, not once per neighbour.
+        keys = {c: a.encryption_key + a.mask_key for c, a in self._advertised.items() if c in self._u1}
+        signatures = {c: self._advertised[c].signature for c in keys}
+        session_id, round_ = self.config.session_id, self.config.round
+        return [
+            Outgoing(c, encode_neighbour_keys(session_id=session_id, round=round_, recipient=c, clients=live,
+                                              keys=list(map(keys.__getitem__, live)),
+                                              signatures=list(map(signatures.__getitem__, live))))
             for c, live in self._live1.items()
-        )
+        ]
 
     def _open_masked_input(self, members: set[int]) -> list[Outgoing]:
         self._u2 = frozenset(members)
         self._live2 = {c: self._live_neighbours(c, self._u2) for c in sorted(self._u2)}
-        out = []
-        for c, senders in self._live2.items():
-            out.append(MaskedInputRequest(
-                **self._header(), recipient=c,
-                encrypted_shares=make_records(EncryptedShares, senders, map(self._inboxes[c].__getitem__, senders)),
-            ))
+        # Each frame straight from the columns (codec.encode_forwarded_shares: the bytes of the
+        # MaskedInputRequest), no record per forwarded share.
+        session_id, round_ = self.config.session_id, self.config.round
+        out = [
+            Outgoing(c, encode_forwarded_shares(session_id=session_id, round=round_, recipient=c, senders=senders,
+                                                ciphertexts=list(map(self._inboxes[c].__getitem__, senders))))
+            for c, senders in self._live2.items()
+        ]
         self._inboxes.clear()
         self._live1 = {}
-        return self._send(out)
+        return out
 
     def _needed_secrets(self) -> tuple[list[int], list[int]]:
         """Contributors whose b_u is needed; U2 members outside the sum whose s_u is needed
