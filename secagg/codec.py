@@ -69,6 +69,7 @@ class Limits:
     max_frame_bytes: int = 1 << 30
     max_dim: int = MAX_DIM
     max_list: int = MAX_CLIENTS
+    vector_bytes: int = 0  # the packed size of the ring vector expected, if known (decode_frame)
 
     @classmethod
     def for_config(cls, config: RoundConfig) -> Limits:
@@ -79,6 +80,7 @@ class Limits:
             max_frame_bytes=packed + 1024 + 128 * config.degree,
             max_dim=config.dim,
             max_list=config.degree,
+            vector_bytes=packed,
         )
 
     @classmethod
@@ -238,7 +240,8 @@ def _vector_to_wire(bits: int, v: np.ndarray) -> list:
 
 def _vector_from_wire(v, limits: Limits):
     _expect(isinstance(v, list) and len(v) == 3, "a ring vector [bits, length, packed]")
-    bits, length, packed = _uint(v[0]), _uint(v[1]), _bytes(v[2])
+    packed = v[2] if type(v[2]) is memoryview else _bytes(v[2])  # a view only from _vector_frame
+    bits, length = _uint(v[0]), _uint(v[1])
     _expect(1 <= bits <= 62, "a bit width in [1, 62]")
     _expect(length <= limits.max_dim, f"a vector of at most {limits.max_dim} coordinates")
     return bits, unpack_bits(packed, bits, length)
@@ -456,20 +459,54 @@ def decode_frame(data: bytes, limits: Limits) -> list:
         raise MalformedMessage(
             f"frame of {len(data)} bytes exceeds the limit of {limits.max_frame_bytes} bytes"
         )
+    frame = _vector_frame(data, limits.vector_bytes)  # canonical when not None
+    checked = frame is not None
+    if not checked:
+        frame = _parse(data)
+    _expect(isinstance(frame, list) and len(frame) >= HEADER_FIELDS, "a frame array with a header")
+    if frame[0] != PROTOCOL_VERSION:
+        raise MalformedMessage(f"protocol version {frame[0]!r} is not supported (expected {PROTOCOL_VERSION})")
+    if not checked and not _is_canonical(frame, data):
+        raise MalformedMessage("frame is not in canonical CBOR encoding")
+    return frame
+
+
+def _parse(data: bytes):
+    """One CBOR item that must span all of ``data``."""
     stream = io.BytesIO(data)
     try:
-        frame = cbor2.CBORDecoder(stream).decode()
+        item = cbor2.CBORDecoder(stream).decode()
     except cbor2.CBORDecodeEOF:
         raise MalformedMessage(f"truncated frame ({len(data)} bytes)") from None
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise MalformedMessage(f"undecodable frame: {exc}") from None
     if stream.tell() != len(data):
         raise MalformedMessage(f"{len(data) - stream.tell()} trailing bytes after the frame")
-    _expect(isinstance(frame, list) and len(frame) >= HEADER_FIELDS, "a frame array with a header")
-    if frame[0] != PROTOCOL_VERSION:
-        raise MalformedMessage(f"protocol version {frame[0]!r} is not supported (expected {PROTOCOL_VERSION})")
-    if not _is_canonical(frame, data):
-        raise MalformedMessage("frame is not in canonical CBOR encoding")
+    return item
+
+
+def _vector_frame(data: bytes, size: int) -> list | None:
+    """A frame ending in a ring vector of ``size`` packed bytes (a masked input), canonical, with
+    the packed bytes a read-only view of ``data``; None if ``data`` does not have that shape (the
+    caller then decodes it whole, and refuses it with the precise reason if it is malformed).
+
+    The vector's bytes are neither copied (the parser would copy them) nor compared: everything
+    before them is parsed with an empty string in their place, as in :func:`_is_canonical`. That
+    prefix item spans all of it, is canonical, and holds the empty string as its last element's
+    last element, exactly when ``data`` is the canonical frame with the vector there."""
+    head = _bytes_header(size) if size > 4096 else b""
+    split = len(data) - size - len(head)
+    if not head or split <= 0 or data[split:split + len(head)] != head:
+        return None
+    prefix = data[:split] + b"\x40"
+    try:
+        frame = _parse(prefix)
+    except MalformedMessage:
+        return None
+    if not (isinstance(frame, list) and frame and isinstance(frame[-1], list) and frame[-1]
+            and frame[-1][-1] == b"" and cbor2.dumps(frame, canonical=True) == prefix):
+        return None
+    frame[-1][-1] = memoryview(data)[split + len(head):]
     return frame
 
 

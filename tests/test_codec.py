@@ -259,10 +259,25 @@ def test_server_excludes_a_client_that_sends_garbage_and_never_raises():
     assert "client 6, round 0 (AdvertiseKeys): frame claims to be from client 5" in str(server.excluded[6])
 
 
-def test_large_payload_frames_are_checked_for_canonical_form_too():
+# The server knows the packed size of the vector it expects (Limits.for_config): it then parses a
+# masked input without copying or comparing the vector's bytes. Every frame is judged the same.
+SERVER_SIDE = [Limits(), Limits(vector_bytes=4 * 5000)]
+
+
+@pytest.mark.parametrize("limits", SERVER_SIDE, ids=["whole", "vector-view"])
+def test_large_payload_frames_are_checked_for_canonical_form_too(limits):
     big = MaskedInput(**HEAD, sender=2, bits=32, masked=np.arange(5000, dtype=np.uint32))
     frame = encode(big)
-    assert np.array_equal(decode(frame).masked, big.masked)
+    got = decode(frame, limits)
+    assert np.array_equal(got.masked, big.masked) and not got.masked.flags.writeable
+    assert got == big and encode(got) == frame
+    for bad, reason in ((frame + b"\x00", "trailing"), (frame[:-1], "needs|truncated"),
+                        (frame[:-4], "needs|truncated")):
+        with pytest.raises(MalformedMessage, match=reason):
+            decode(bad, limits)
+    # The vector's head in place, but the prefix cut short: it is not a frame ending in a vector.
+    with pytest.raises(MalformedMessage):
+        decode(frame[:10] + frame[-(4 * 5000 + 3):], limits)
     obj = cbor2.loads(frame)
     # The same frame with the payload's length in a non-minimal 8-byte head.
     payload = obj[6][2]
@@ -270,9 +285,9 @@ def test_large_payload_frames_are_checked_for_canonical_form_too():
     padded = prefix + b"\x5b" + len(payload).to_bytes(8, "big") + payload
     # Fix the outer array heads: they are unchanged, so only the payload head differs.
     with pytest.raises(MalformedMessage, match="canonical"):
-        decode(padded)
+        decode(padded, limits)
     # A non-minimal integer before the payload.
     body = cbor2.dumps(obj[:3], canonical=True)[1:]
     wrong = bytes([0x80 + len(obj)]) + body + b"\x1b" + obj[3].to_bytes(8, "big") + cbor2.dumps(obj[4:], canonical=True)[1:]
     with pytest.raises(MalformedMessage, match="canonical"):
-        decode(wrong)
+        decode(wrong, limits)
