@@ -18,6 +18,7 @@ from secagg.errors import (
     InvalidPublicKey,
     MalformedMessage,
     RoundAborted,
+    UnexpectedMessage,
 )
 from secagg.graph import harary_graph
 from secagg.messages import AdvertiseKeysRequest, EncryptedShares, NeighbourKeys, RevealedShare
@@ -85,6 +86,18 @@ def test_a_bad_advertised_key_excludes_its_sender_and_the_round_stays_exact(name
     assert bad not in result.contributors and len(result.contributors) == 11
     assert h.clients[bad].state is ClientState.ABORTED  # told why
     assert not h.router.refusals  # no honest client ever saw the key
+
+
+def test_a_signed_advert_in_an_unauthenticated_round_excludes_its_sender():
+    config = make_config(12, 6, dropout_rate=0.2, label="signed-advert")
+    bad = 4
+    h = Harness(config, label="signed-advert",
+                tamper=_rewrite("AdvertiseKeys", {bad}, lambda m: replace(m, signature=bytes(64))))
+    h.run()
+    result = _assert_exact(h)
+    assert isinstance(h.server.excluded[bad], UnexpectedMessage)
+    assert f"client {bad}" in str(h.server.excluded[bad]) and "not authenticated" in str(h.server.excluded[bad])
+    assert bad not in result.contributors and len(result.contributors) == 11
 
 
 def test_colluding_clients_with_low_order_keys_are_all_excluded():

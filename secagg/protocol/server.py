@@ -375,6 +375,8 @@ class Server:
                                  msg.mask_key, msg.signature)
             if fault:
                 raise self._fault(BadSignature, msg.sender, fault)
+        elif msg.signature:  # SPEC 6: empty when not authenticated; relayed, it would break ShareKeysRequest
+            raise self._fault(UnexpectedMessage, msg.sender, "signed its advert in a round that is not authenticated")
         self._advertised[msg.sender] = NeighbourKeys(
             client=msg.sender, encryption_key=msg.encryption_key, mask_key=msg.mask_key,
             signature=msg.signature,
