@@ -467,7 +467,7 @@ def report_lines(settings: Settings, rows: list[dict], summary: list[dict], epsi
         lines.append(f"| {s['defence']} | {s['attack']} | {s['attackers']} ({s['fraction']}) | "
                      f"{s['final_accuracy']:.3f} | {bd} | {_pct(s['detected'])} | {_pct(s['neutralised'])} | "
                      f"{_pct(s['detected_or_neutralised'])} | {s['rounds_released']}/{s['rounds']} |")
-    l2 = ", ".join(f"{s['defence']} ({s['attackers']}) {_pct(s['neutralised_l2'])}" for s in summary
+    l2 = ", ".join(f"{s['defence']} {s['attack']} ({s['attackers']}) {_pct(s['neutralised_l2'])}" for s in summary
                    if s["attack"] in BACKDOORS and s["neutralised_l2"] is not None)
     lines += ["", f"By the L2 measure the backdoor rounds would count as neutralised in: {l2}."]
     honest = {s["defence"]: s for s in summary if s["attack"] == "none"}
