@@ -32,8 +32,9 @@ def one(n: int, d: int, dropout: float, workers: int | None, seed: int) -> dict:
     from secagg.simulate import simulate
 
     t0 = time.perf_counter()
-    report = simulate(n, d, dropout=dropout, seed=seed, client_workers=workers)
+    report = simulate(n, d, dropout=dropout, seed=seed, client_workers=workers, progress=True)
     wall = time.perf_counter() - t0
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "clients": n, "dim": d, "dropout": dropout, "client_workers": report.client_workers,
         "degree": report.degree, "threshold": report.threshold, "survivors": report.survivors,
@@ -42,6 +43,10 @@ def one(n: int, d: int, dropout: float, workers: int | None, seed: int) -> dict:
         "server_phase_seconds": {p: t["server"] for p, t in report.phase_seconds.items()},
         "client_seconds_total": sum(t["clients"] for t in report.phase_seconds.values()),
         "client_seconds_median": report.client_seconds_median,
+        # CPU time, which a machine shared with other jobs does not inflate: this process (the
+        # server, the driver, the report) and its finished children (the client workers).
+        "parent_cpu_seconds": own.ru_utime + own.ru_stime,
+        "workers_cpu_seconds": children.ru_utime + children.ru_stime,
         "server_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "worker_peak_rss_bytes": max(report.worker_peak_rss_bytes, default=None),
         "bytes_sent_per_client": report.bytes_sent_per_client,
@@ -66,32 +71,39 @@ def main(argv=None) -> None:
     for point in args.points.split(","):
         cmd = [sys.executable, "-m", "bench.scale_clients", "--one", point, "--dropout", str(args.dropout),
                "--client-workers", str(workers), "--seed", str(args.seed)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)  # progress on stderr
         row = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)
         rows.append(row)
+    write_results(args.out, "scale_clients", rows, render(rows, f"--points {args.points} --dropout {args.dropout}"))
+
+
+def render(rows: list[dict], flags: str) -> list[str]:
+    """The markdown table of ``rows`` (``flags``: the command line that made them)."""
     mib = 2**20
-    lines = [f"# Clients at scale: one round, {args.dropout:.0%} dropout, clients on {workers} worker "
-             f"processes ({os.cpu_count()} cores)", "",
-             f"`python3 -m bench.scale_clients --points {args.points} --dropout {args.dropout}`", "",
+    workers = sorted({r["client_workers"] for r in rows})
+    dropouts = sorted({r["dropout"] for r in rows})
+    lines = [f"# Clients at scale: one round, {' / '.join(f'{x:.0%}' for x in dropouts)} dropout, clients on "
+             f"{' / '.join(map(str, workers))} worker processes ({os.cpu_count()} cores)", "",
+             f"`python3 -m bench.scale_clients {flags}`", "",
              "| n | d | k | t | round s | server s | server phases s (advertise / share / masked / unmask) "
-             "| client CPU s (total) | server peak RSS MiB | worker peak RSS MiB | exact |",
-             "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "| parent CPU s | workers CPU s | server peak RSS MiB | worker peak RSS MiB | exact |",
+             "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in rows:
         phases = " / ".join(f"{r['server_phase_seconds'].get(p, 0.0):.1f}"
                             for p in ("AdvertiseKeys", "ShareKeys", "MaskedInput", "Unmask"))
         worker = r["worker_peak_rss_bytes"]
         lines.append(
             f"| {r['clients']:,} | {r['dim']:,} | {r['degree']} | {r['threshold']} | {r['round_seconds']:.1f} "
-            f"| {r['server_seconds']:.1f} | {phases} | {r['client_seconds_total']:.0f} "
-            f"| {r['server_peak_rss_bytes'] / mib:,.0f} | {'-' if worker is None else f'{worker / mib:,.0f}'} "
-            f"| {'yes' if r['exact'] else 'NO'} |")
-    lines += ["", f"Measured {time.strftime('%Y-%m-%d')}, each point in a fresh process. Server time is "
-              "every call into the server, timed in the parent while the workers run (on a machine with "
-              "as many cores as workers, the server shares them); client CPU is the sum over clients of "
-              "their protocol time. The server's peak RSS is the parent's (the interpreter and NumPy "
-              "included); a worker's is its own process's."]
-    write_results(args.out, "scale_clients", rows, lines)
+            f"| {r['server_seconds']:.1f} | {phases} | {r['parent_cpu_seconds']:.0f} "
+            f"| {r['workers_cpu_seconds']:.0f} | {r['server_peak_rss_bytes'] / mib:,.0f} "
+            f"| {'-' if worker is None else f'{worker / mib:,.0f}'} | {'yes' if r['exact'] else 'NO'} |")
+    lines += ["", f"Measured {time.strftime('%Y-%m-%d')}, each point in a fresh process. Server time is every "
+              "call into the server (wall time), timed in the parent while the workers run (on a machine with "
+              "as many cores as workers, the server shares them); the CPU columns are process CPU time, which "
+              "other jobs on the machine do not inflate. The server's peak RSS is the parent's (the "
+              "interpreter and NumPy included); a worker's is its own process's."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def simulate(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=8 * clients, unit="frame", desc="round", leave=False)  # 4 rounds, 2 ways
+        bar = tqdm(total=8 * clients, unit="frame", desc="round", leave=False, mininterval=5)  # 4 rounds, 2 ways
     if workers:
         server, parties, _ = build_parties(config, root, None, None, unmasker=unmasker, clients=())
         limits = client_limits or ClientLimits()

@@ -104,3 +104,16 @@ def test_worker_blocks_cover_every_client_once():
         assert len(blocks) == min(n, w)
         ids = [c for a, b in blocks for c in range(a, b + 1)]
         assert ids == list(range(1, n + 1))
+
+
+def test_command_line_runs_the_clients_on_workers(capsys):
+    import json
+
+    from secagg.cli import main
+
+    assert main(["simulate", "--clients", "40", "--dim", "50", "--dropout", "0.1", "--seed", "1",
+                 "--client-workers", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] and out["client_workers"] == 2 and len(out["worker_peak_rss_bytes"]) == 2
+    assert main(["simulate", "--clients", "40", "--dim", "50", "--dp", "--client-workers", "2"]) == 2
+    assert "privacy" in capsys.readouterr().err

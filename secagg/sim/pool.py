@@ -40,9 +40,8 @@ import numpy as np
 
 from secagg import errors
 from secagg.errors import ConfigurationError, SecAggError
-from secagg.protocol.rounds import STAGE_ORDER, Stage, phase_index
+from secagg.transport.memory import SERVER, Metered
 
-SERVER = 0
 CHUNK_BYTES = 1 << 20  # a reply chunk is flushed at this size (or at CHUNK_FRAMES frames)
 CHUNK_FRAMES = 512
 # A running worker streams a chunk at least every CHUNK_FRAMES clients (seconds of work even at
@@ -212,8 +211,10 @@ class ClientPool:
         try:
             data = self._conns[worker].recv_bytes()
         except (EOFError, OSError):
-            raise WorkerFailed(f"client worker {worker} ended unexpectedly "
-                               f"(exit code {self._procs[worker].exitcode})") from None
+            raise WorkerFailed(f"client worker {worker} ended unexpectedly (exit code "
+                               f"{self._procs[worker].exitcode}); a script that starts workers must "
+                               "call simulate under `if __name__ == '__main__':`, since each worker "
+                               "imports the main module afresh") from None
         try:
             kind, body = cbor2.loads(data)
         except (ValueError, cbor2.CBORDecodeError) as exc:
@@ -254,62 +255,43 @@ def _error(client: int, name: str, message: str, where: dict) -> SecAggError:
                phase=where.get("phase"))
 
 
-class PoolRouter:
+class PoolRouter(Metered):
     """Run one round with the clients on ``pool``: ``run()`` returns when the server has a result
-    or has aborted. Measures what ``InMemoryRouter`` measures (seconds, bytes, refusals, counts)."""
+    or has aborted. Measures what ``InMemoryRouter`` measures (seconds, bytes, refusals, counts);
+    ``recorder`` (a ``TruthRecorder``) takes the reference sums of the inputs the workers' clients
+    encoded."""
 
     def __init__(self, server, pool: ClientPool, recorder, *, schedule=None,
                  announce_losses: bool = False, progress=None) -> None:
-        self.server = server
+        super().__init__(server, schedule)
         self.pool = pool
-        self.schedule = {int(c): Stage(s) for c, s in (schedule or {}).items()}
+        self.recorder = recorder
         self.announce_losses = announce_losses
         self.progress = progress
         self._outbox: list[tuple[int, bytes, object]] = []  # (recipient, frame, phase when posted)
         self._lost: set[int] = set()
-        self.seconds: dict[int, float] = defaultdict(float)
-        self.phase_seconds: dict[str, dict[str, float]] = {}
-        self.bytes_sent: dict[int, int] = defaultdict(int)
-        self.bytes_received: dict[int, int] = defaultdict(int)
-        self.refusals: dict[int, SecAggError] = {}
-        self.counts = {"frames": 0, "duplicated": 0, "delayed": 0, "undelivered": 0}
         self.mask_expansions: dict[int, int] = {}
-        self.recorder = recorder  # takes the reference sums of the inputs the workers' clients encoded
         self.worker_peak_rss: list[int] = []
 
     def run(self) -> None:
         server = self.server
-        self._post(self._timed(server.start))
+        self._post(self._timed(SERVER, server.start))
         while not server.finished:
             if self._outbox:
                 self._dispatch()
             else:
-                self._post(self._timed(server.close_phase))
+                self._post(self._timed(SERVER, server.close_phase))
         while self._outbox:  # the server's last words (Abort notices)
             self._dispatch()
         self._collect()
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _timed(self, call, *args):
-        phase = self.server.phase.value
-        t0 = time.perf_counter()
-        try:
-            return call(*args)
-        finally:
-            dt = time.perf_counter() - t0
-            self.seconds[SERVER] += dt
-            self.phase_seconds.setdefault(phase, {"server": 0.0, "clients": 0.0})["server"] += dt
-
     def _post(self, outgoing) -> None:
         phase = self.server.phase
         for recipient, frame in outgoing:
             self.counts["frames"] += 1
             self._outbox.append((recipient, frame, phase))
-
-    def _silent(self, client: int, phase) -> bool:
-        stage = self.schedule.get(client)
-        return stage is not None and STAGE_ORDER.index(stage) <= phase_index(phase)
 
     def _dispatch(self) -> None:
         """Deliver the outbox: each worker gets its batch, answers it, and the server takes every
@@ -323,7 +305,7 @@ class PoolRouter:
                 self.counts["undelivered"] += 1
                 if worker is not None and self.announce_losses and recipient not in self._lost:
                     self._lost.add(recipient)
-                    self._post(self._timed(self.server.peer_lost, recipient))
+                    self._post(self._timed(SERVER, self.server.peer_lost, recipient))
                 continue
             self.bytes_received[recipient] += len(frame)
             batches[worker].append([recipient, frame])
@@ -345,7 +327,7 @@ class PoolRouter:
                         self.counts["frames"] += 1
                         self.bytes_sent[sender] += len(frame)
                         self.bytes_received[SERVER] += len(frame)
-                        self._post(self._timed(self.server.receive, frame, sender))
+                        self._post(self._timed(SERVER, self.server.receive, frame, sender))
                     if self.progress is not None:
                         self.progress.update(len(body))
                 elif kind == "done":
