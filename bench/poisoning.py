@@ -29,6 +29,10 @@ fedavg uses the same ones):
   and sends that delta boosted by n / (number of attackers) so that the mean carries the whole
   backdoored model (model replacement, Bagdasaryan et al. 2020); it skips clipping (secagg's
   ``unclipped`` attacker).
+- ``backdoor-fit``: the same backdoor from an attacker that knows the defence: it scales its
+  delta to the largest norm that keeps its group's sum inside the group's l2 check and its group's
+  mean inside the combiner's deviation bound in about 99% of rounds (``fit_norm``, public
+  parameters only), split evenly with the other attackers in its group (groups are public).
 Attackers: one client, 5% and 20% of the clients, each rounded up (3 and 10 of 50).
 
 Reported per (defence, attack, attackers): final accuracy on the clean test set; backdoor success
@@ -74,9 +78,12 @@ DEFENCES = {  # name -> (groups, combiner); None: plain FedAvg
     "g=5 trimmed": (5, "trimmed"),
     "g=5 krum": (5, "krum"),
 }
-ATTACKS = ("scale", "signflip", "noise", "backdoor")
+ATTACKS = ("scale", "signflip", "noise", "backdoor", "backdoor-fit")
+BACKDOORS = ("backdoor", "backdoor-fit")
 FRACTIONS = ("1", "5%", "20%")  # one client, then shares of the clients rounded up
-SECAGG_ATTACK = {"scale": "scale", "signflip": "signflip", "noise": "noise", "backdoor": "unclipped"}
+SECAGG_ATTACK = {"scale": "scale", "signflip": "signflip", "noise": "noise", "backdoor": "unclipped",
+                 "backdoor-fit": "unclipped"}
+FIT_QUANTILE = 2.33  # backdoor-fit leaves room for the noise norm's 99% quantile
 TRIGGER = (0, 1, 8, 9)  # pixels (0, 0), (0, 1), (1, 0), (1, 1) of the 8x8 image
 NEUTRALISED = 1.5  # secagg.robust.NEUTRALISED, restated so fedavg workers need not import it
 BACKDOOR_GOAL = 0.10  # issue 12: backdoor success below 10% with 5% of the clients malicious
@@ -209,8 +216,12 @@ def run(settings: Settings, defence: str, attack: str, fraction: str, paired: bo
         updates = {}
         for c in range(1, n + 1):
             x, y = fed.x_parts[c - 1], fed.y_parts[c - 1]
-            if attack == "backdoor" and c in attackers:
+            if attack in BACKDOORS and c in attackers:
                 updates[c] = backdoor_delta(flat, x, y, settings, r, c, boost=n / count)
+                if attack == "backdoor-fit" and DEFENCES[defence] is not None:
+                    share = fit_norm(settings, *DEFENCES[defence], dim=flat.size) / partners(
+                        settings, defence, attackers, r, c)
+                    updates[c] *= min(1.0, share / float(np.linalg.norm(updates[c])))
             else:
                 updates[c] = local_delta(flat, x, y, settings, r, c)
         result.honest_norm_median.append(float(np.median(
@@ -244,7 +255,7 @@ def _secure_round(settings, defence, attack, count, attackers, updates, r, resul
         settings.clients, len(next(iter(updates.values()))), groups=groups, robust=combiner,
         seed=settings.seed, clip=settings.clip, noise_multiplier=settings.noise_multiplier,
         inputs=lambda c: updates[c], malicious=count, attack=SECAGG_ATTACK.get(attack),
-        label=f"bench.poisoning/{settings.seed}/{r}", baseline=paired and count > 0)
+        label=round_label(settings, r), baseline=paired and count > 0)
     if report.malicious != attackers:
         raise RuntimeError(f"simulate_groups chose attackers {report.malicious}, this bench {attackers}")
     result.epsilon_round = report.epsilon
@@ -259,20 +270,70 @@ def _secure_round(settings, defence, attack, count, attackers, updates, r, resul
     return report.mean
 
 
-def composed_epsilon(settings: Settings, groups: int, epsilon_round: float, delta: float = 1e-6) -> float:
-    """epsilon after ``settings.rounds`` rounds (every client in every round), from the plans
-    ``simulate_groups`` builds for groups of this size; checked against its one-round figure."""
+def group_plan(settings: Settings, size: int, dim: int):
+    """The DP plan ``simulate_groups`` builds for a group of ``size`` clients (no dropout: it plans
+    for 5%)."""
     from scipy.stats import binom
 
     from secagg.privacy import DPPlan
     from secagg.robust.simulate import GROUP_DROPOUT_TAIL
 
+    m_min = max(1, size - int(binom.isf(GROUP_DROPOUT_TAIL, size, 0.05)))
+    return DPPlan.create(dim, clip=settings.clip, noise_multiplier=settings.noise_multiplier,
+                         min_clients=m_min, max_clients=size)
+
+
+@functools.cache
+def fit_norm(settings: Settings, groups: int, combiner: str, *, dim: int) -> float:
+    """backdoor-fit's update norm: the largest that keeps its group's sum inside the group's l2
+    check, and its group's mean inside the combiner's deviation bound, in about 99% of rounds,
+    computed from public parameters only. It assumes the rest of its group adds noise and at most
+    sqrt(m - 1) C of signal (honest updates in unrelated directions)."""
+    from secagg.privacy.checks import l2_norm_bound
+
+    size = settings.clients // groups
+    plan = group_plan(settings, size, dim)
+    p = 1e-6  # simulate_groups' false-alarm rate, for its checks and its combiner
+    proxy = size * (plan.local_variance + 0.25) * plan.gamma**2
+    noise = proxy * (dim + FIT_QUANTILE * math.sqrt(2 * dim))  # the noise norm^2, its 99% quantile
+    room = l2_norm_bound(size * settings.clip, proxy, dim, p) ** 2 - noise - (size - 1) * settings.clip**2
+    norm = math.sqrt(max(room, 0.0))
+    if combiner != "none" and groups > 1:
+        tau2 = 2 * proxy / size**2  # the deviation's noise: its group's and the centre's
+        dev_room = (l2_norm_bound((1 + math.sqrt(groups)) * settings.clip, tau2, dim, p) ** 2
+                    - tau2 * (dim + FIT_QUANTILE * math.sqrt(2 * dim)))
+        norm = min(norm, size * math.sqrt(max(dev_room, 0.0)))
+    return norm
+
+
+def partners(settings: Settings, defence: str, attackers: list[int], round_: int, client: int) -> int:
+    """How many attackers share ``client``'s group this round (itself included): colluding
+    backdoor-fit attackers split their group's room. Groups are public (the round's seed)."""
+    from secagg.robust.simulate import round_groups
+
+    groups = DEFENCES[defence][0]
+    members = round_groups(settings.clients, groups, round_label(settings, round_))
+    group = next(g for g in members if client in g)
+    return sum(a in group for a in attackers)
+
+
+def round_label(settings: Settings, round_: int) -> str:
+    return f"bench.poisoning/{settings.seed}/{round_}"
+
+
+def fit_summary(settings: Settings) -> str:
+    dim = sum(int(np.prod(p.shape)) for p in example().initial_parameters(settings.seed))
+    return ", ".join(f"{d} {fit_norm(settings, *spec, dim=dim):.1f}" for d, spec in DEFENCES.items()
+                     if spec is not None) + f" per group, against C = {settings.clip}"
+
+
+def composed_epsilon(settings: Settings, groups: int, epsilon_round: float, delta: float = 1e-6) -> float:
+    """epsilon after ``settings.rounds`` rounds (every client in every round), from the plans
+    ``simulate_groups`` builds for groups of this size; checked against its one-round figure."""
     dim = sum(int(np.prod(p.shape)) for p in example().initial_parameters(settings.seed))
     best_one = best = 0.0
     for size in {settings.clients // groups, -(-settings.clients // groups)}:
-        m_min = max(1, size - int(binom.isf(GROUP_DROPOUT_TAIL, size, 0.05)))  # dropout 0 plans for 5%
-        plan = DPPlan.create(dim, clip=settings.clip, noise_multiplier=settings.noise_multiplier,
-                             min_clients=m_min, max_clients=size)
+        plan = group_plan(settings, size, dim)
         best_one = max(best_one, plan.epsilon(rounds=1, delta=delta))
         best = max(best, plan.epsilon(rounds=settings.rounds, delta=delta))
     if not math.isclose(best_one, epsilon_round, rel_tol=1e-6):
@@ -328,7 +389,7 @@ def neutralised(row: dict, rows: list[dict], paired: bool) -> list[bool]:
     docstring)."""
     if not row["detected"]:
         return []
-    if row["attack"] == "backdoor":
+    if row["attack"] in BACKDOORS:
         return [b < BACKDOOR_GOAL for b in row["backdoor"][1:]]
     return neutralised_l2(row, rows, paired)
 
@@ -384,7 +445,8 @@ def report_lines(settings: Settings, rows: list[dict], summary: list[dict], epsi
         f"{settings.rounds} rounds (each client is in one sum per round, and every sum carries the noise "
         f"z C its own guarantee needs, so grouping costs accuracy, not epsilon). No dropout. Attackers: {counts} "
         f"of {n} clients, the same in every round; backdoor target class {settings.target}, trigger the "
-        f"top-left 2x2 pixels at full brightness, boost n / attackers.", "",
+        f"top-left 2x2 pixels at full brightness, boost n / attackers (backdoor-fit: scaled to the "
+        f"norm its defence's checks let through, {fit_summary(settings)}).", "",
         "## Under attack", "",
         "Detected: every group holding an attacker was rejected by its checks or flagged by the "
         "combiner. Neutralised: " + (
@@ -401,12 +463,12 @@ def report_lines(settings: Settings, rows: list[dict], summary: list[dict], epsi
     for s in summary:
         if s["attack"] == "none":
             continue
-        bd = f"{s['backdoor_success']:.1%}" if s["attack"] == "backdoor" else "-"
+        bd = f"{s['backdoor_success']:.1%}" if s["attack"] in BACKDOORS else "-"
         lines.append(f"| {s['defence']} | {s['attack']} | {s['attackers']} ({s['fraction']}) | "
                      f"{s['final_accuracy']:.3f} | {bd} | {_pct(s['detected'])} | {_pct(s['neutralised'])} | "
                      f"{_pct(s['detected_or_neutralised'])} | {s['rounds_released']}/{s['rounds']} |")
-    l2 = ", ".join(f"{s['defence']} ({s['attackers']}) {_pct(s['neutralised_l2'])}" for s in summary
-                   if s["attack"] == "backdoor" and s["neutralised_l2"] is not None)
+    l2 = ", ".join(f"{s['defence']} {s['attack']} ({s['attackers']}) {_pct(s['neutralised_l2'])}" for s in summary
+                   if s["attack"] in BACKDOORS and s["neutralised_l2"] is not None)
     lines += ["", f"By the L2 measure the backdoor rounds would count as neutralised in: {l2}."]
     honest = {s["defence"]: s for s in summary if s["attack"] == "none"}
     base = honest["fedavg"]["final_accuracy"]
@@ -421,12 +483,12 @@ def report_lines(settings: Settings, rows: list[dict], summary: list[dict], epsi
         alarms = "-" if s["false_alarm_rounds"] is None else f"{s['false_alarm_rounds']}/{s['rounds']}"
         lines.append(f"| {d} | {s['final_accuracy']:.3f} | {s['final_accuracy'] - base:+.3f} | "
                      f"{np.mean(row['accuracy'][-5:]):.3f} | {s['backdoor_success']:.1%} | {alarms} | {eps} |")
-    fives = [s for s in summary if s["attack"] == "backdoor" and s["fraction"] == "5%"]
+    fives = [s for s in summary if s["attack"] in BACKDOORS and s["fraction"] == "5%"]
     lines += ["", f"## Goal: backdoor success below 10% with 5% of the clients malicious "
               f"({attacker_count('5%', n)} of {n})", "",
-              "| defence | backdoor success | below 10% | final accuracy |", "|---|---:|:---:|---:|"]
+              "| defence | attack | backdoor success | below 10% | final accuracy |", "|---|---|---:|:---:|---:|"]
     for s in fives:
-        lines.append(f"| {s['defence']} | {s['backdoor_success']:.1%} | "
+        lines.append(f"| {s['defence']} | {s['attack']} | {s['backdoor_success']:.1%} | "
                      f"{'yes' if s['backdoor_success'] < 0.10 else 'no'} | {s['final_accuracy']:.3f} |")
     lines += ["", "Wall seconds per run (one process, {} rounds): ".format(settings.rounds) + ", ".join(
         f"{d} {np.median([s['seconds'] for s in summary if s['defence'] == d]):.0f} s" for d in DEFENCES)
@@ -444,10 +506,11 @@ def plot(summary: list[dict], path: Path) -> None:
     names = list(DEFENCES)
     x = np.arange(len(names))
     reference = next(s["final_accuracy"] for s in summary if s["defence"] == "fedavg" and s["attack"] == "none")
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey=True)
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7), sharey=True)
     panels = [("none", "final_accuracy", "no attack: final accuracy")] + [
         (a, "final_accuracy", f"{a}: final accuracy") for a in ATTACKS] + [
-        ("backdoor", "backdoor_success", "backdoor: success rate")]
+        (a, "backdoor_success", f"{a}: success rate") for a in BACKDOORS]
+    assert len(panels) == axes.size, "one panel per axis"
     for ax, (attack, key, title) in zip(axes.flat, panels):
         fractions = ("0",) if attack == "none" else FRACTIONS
         width = 0.8 / len(fractions)
@@ -468,7 +531,7 @@ def plot(summary: list[dict], path: Path) -> None:
     axes[0, 0].set_ylabel("share of the test set")
     axes[1, 0].set_ylabel("share of the test set")
     handles, labels = axes[0, 1].get_legend_handles_labels()
-    goal = axes[1, 2].get_legend_handles_labels()
+    goal = axes[1, -1].get_legend_handles_labels()
     fig.legend(handles + goal[0][:1], labels + goal[1][:1], loc="lower center", ncol=5, fontsize=9)
     fig.suptitle("Poisoning under secure aggregation: digits, logistic regression")
     fig.tight_layout(rect=(0, 0.05, 1, 1))

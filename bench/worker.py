@@ -1,6 +1,7 @@
 """One measurement per process, so that peak memory is the scenario's own. Prints one JSON object.
 
     python -m bench.worker secagg  --clients N --dim D --dropout F [--drop-stage S] [--seed S]
+                                   [--workers W] [--unmasker serial|thread|process|ray]
     python -m bench.worker flower  --clients N --dim D --dropout F --num-shares K --threshold T
     python -m bench.worker masking --dim D --masks M
     python -m bench.worker shamir  --secrets M --threshold T
@@ -24,14 +25,38 @@ def peak_rss_bytes() -> int:
 
 def run_secagg(args) -> dict:
     from secagg import simulate
+    from secagg.protocol.unmask import SerialUnmasker, make_unmasker
 
+    if args.unmasker == "serial":
+        unmasker = SerialUnmasker()
+    elif args.unmasker == "ray":
+        unmasker = make_unmasker(args.workers, kind="ray", num_cpus=args.workers, include_dashboard=False)
+    else:
+        unmasker = make_unmasker(args.workers, kind=args.unmasker)
+    unmasker.warm()  # a pool starts once per server, not once per round
     # Clients in process, as the grid and its n = 10,000 check have always been timed (the server
     # alone on a core); bench.scale_clients runs them on worker processes.
     report = simulate(args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage,
-                      bits=args.bits, seed=args.seed, client_workers=0)
+                      bits=args.bits, seed=args.seed, unmasker=unmasker, client_workers=0)
     out = report.as_dict()
     out.pop("dropped_by_stage")
+    out["unmasker"] = args.unmasker
+    out["workers"] = getattr(unmasker, "workers", 1)
+    pool = getattr(unmasker, "_pool", None)
+    # The pool's processes are this process's children: their own peak memory (VmHWM).
+    out["worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in (pool._processes if pool is not None else ())]
+    if hasattr(unmasker, "close"):
+        unmasker.close()
     return out
+
+
+def peak_rss_of(pid: int) -> int:
+    """The peak resident memory of process ``pid`` (Linux: VmHWM in /proc/pid/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def run_flower(args) -> dict:
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", type=int, default=1)
     parser.add_argument("--secrets", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=None, help="secagg: unmasking workers (default: every core)")
+    parser.add_argument("--unmasker", choices=["serial", "thread", "process", "ray"], default="thread")
     args = parser.parse_args(argv)
     result = {"secagg": run_secagg, "flower": run_flower, "masking": run_masking,
               "shamir": run_shamir}[args.kind](args)

@@ -1,9 +1,25 @@
-"""SQLite helpers shared by the stores that must not race: the client registry and a client's
-privacy budget."""
+"""SQLite helpers shared by the stores that must not race: the client registry, a client's
+privacy budget and its round ledger."""
 
 from __future__ import annotations
 
 import sqlite3
+
+
+class SQLiteStore:
+    """A store that owns one SQLite connection (``self._db``): closed by ``close()`` or on leaving
+    a ``with`` block."""
+
+    _db: sqlite3.Connection
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class write_transaction:  # noqa: N801 - used as ``with write_transaction(db):``

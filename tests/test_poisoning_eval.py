@@ -44,3 +44,14 @@ def test_aggregate_checks_alone_release_nothing_under_a_scaling_attacker():
     checks = poisoning.run(TINY, "checks only", "scale", "1")
     assert checks.detected == [True] * TINY.rounds and not any(checks.released)
     assert checks.accuracy == [checks.accuracy[0]] * (TINY.rounds + 1)  # the model never moved
+
+
+def test_the_model_replacement_backdoor_is_caught_and_the_one_fitted_to_the_checks_is_not():
+    # What the tightened l2 bound buys, and where it stops: the boosted backdoor (x n) crosses
+    # its group's check; the attacker that scales to fit_norm passes every check unseen.
+    noisy = poisoning.Settings(clients=20, rounds=2, noise_multiplier=1.0)
+    boosted = poisoning.run(noisy, "g=5 none", "backdoor", "1")
+    fitted = poisoning.run(noisy, "g=5 none", "backdoor-fit", "1")
+    assert boosted.detected == [True, True]
+    assert fitted.detected == [False, False] and all(fitted.released)
+    assert poisoning.fit_norm(noisy, 5, "none", dim=650) > 4 * noisy.clip  # far past an honest client

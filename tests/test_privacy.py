@@ -397,23 +397,27 @@ def test_client_with_a_mismatched_plan_refuses_the_round():
 # --- checks and attacks -------------------------------------------------------------------------
 
 
-def _honest_aggregate(plan, m, gen, seed):
+def _honest_aggregate(plan, m, gen, seed, aligned=False):
     encs = [DPEncoder(plan, rng=DeterministicRandom(f"{seed}-{i}")) for i in range(m)]
-    updates = [gen.normal(size=plan.dim) for _ in range(m)]
-    updates = [u / np.linalg.norm(u) * plan.clip * gen.uniform(0.5, 2.0) for u in updates]
+    if aligned:  # the worst case the l2 bound allows for: every client at norm C in one direction
+        u = gen.normal(size=plan.dim)
+        updates = [u / np.linalg.norm(u) * plan.clip] * m
+    else:
+        updates = [gen.normal(size=plan.dim) for _ in range(m)]
+        updates = [u / np.linalg.norm(u) * plan.clip * gen.uniform(0.5, 2.0) for u in updates]
     ring = sum(e.encode(u).astype(np.uint64) for e, u in zip(encs, updates)) & np.uint64(2**plan.bits - 1)
     return DPDecoder(plan).decode(ring, m)
 
 
-@pytest.mark.parametrize("rate", [1e-2, 1e-6])
-def test_honest_rounds_false_alarm_at_most_at_the_stated_rate(rate):
+@pytest.mark.parametrize("rate, aligned", [(1e-2, False), (1e-6, False), (1e-2, True)])
+def test_honest_rounds_false_alarm_at_most_at_the_stated_rate(rate, aligned):
     plan = _plan(shapes=32, min_clients=8, max_clients=10)
     checks = PlausibilityChecks(plan, false_alarm=rate)
     gen = np.random.default_rng(5)
     rounds = 1000
     alarms = {name: 0 for name in ("min_contributors", "l2_norm", "linf", "wrap", "clipped_count")}
     for r in range(rounds):
-        for res in checks.run(_honest_aggregate(plan, 10, gen, r)).results:
+        for res in checks.run(_honest_aggregate(plan, 10, gen, r, aligned)).results:
             alarms[res.name] += not res.passed
     limit = stats.binom.ppf(0.999, rounds, rate)  # what the stated rate allows, with 0.1% slack
     assert all(count <= limit for count in alarms.values()), alarms

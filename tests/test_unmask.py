@@ -72,6 +72,25 @@ def test_every_unmasker_matches_the_serial_loop(bits, process_unmasker, monkeypa
         assert np.array_equal(got, expected), type(unmasker).__name__
 
 
+def test_warm_starts_every_pool_worker_before_the_first_round(monkeypatch):
+    monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
+    u = ProcessUnmasker(2)
+    try:
+        u.warm()
+        started = set(u._pool._processes)
+        assert len(started) == 2 and os.getpid() not in started
+        base = np.arange(4096, dtype=np.uint32)
+        expected = base.copy()
+        masks = [(bytes(32), 1)]
+        SerialUnmasker()(expected, masks, 32)
+        u(base, masks, 32)
+        assert np.array_equal(base, expected) and set(u._pool._processes) == started  # no new process
+    finally:
+        u.close()
+    SerialUnmasker().warm()
+    ThreadUnmasker(2).warm()  # nothing to start
+
+
 def test_a_round_is_exact_with_a_sharded_server(monkeypatch):
     monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
     from tests.harness import Harness, make_config

@@ -40,7 +40,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from secagg.storage import open_versioned, write_transaction
+from secagg.storage import SQLiteStore, open_versioned, write_transaction
 from secagg.errors import ConfigurationError, EnrolmentRefused, IdentityError, RegistryError
 from secagg.identity.ca import _aware, _check_id, load_certificate, verify_client_certificate
 
@@ -121,7 +121,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-class Registry:
+class Registry(SQLiteStore):
     """An SQLite registry of enrolled clients. ``Registry(path, ca_certificate=..., limits=...)``
     opens it for enrolment (creating it if new); ``Registry.open_read_only(path)`` for lookups."""
 
@@ -181,15 +181,6 @@ class Registry:
         # Taken before the limit checks read the counts: two enrolment processes cannot both see
         # room for one more.
         return write_transaction(self._db)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- enrolment ----------------------------------------------------------------------------
 

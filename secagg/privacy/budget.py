@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from secagg.storage import open_versioned, write_transaction
+from secagg.storage import SQLiteStore, open_versioned, write_transaction
 from secagg.errors import ConfigurationError, PrivacyBudgetExhausted
 from secagg.privacy.accounting import (
     Accountant,
@@ -87,7 +87,7 @@ class BudgetState:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
-class PrivacyBudget:
+class PrivacyBudget(SQLiteStore):
     """A client's own ledger: the epsilon of the rounds it took part in, against its budget.
 
     ``PrivacyBudget(epsilon_budget, delta)`` keeps it in memory; ``path=`` in an SQLite file
@@ -197,15 +197,6 @@ class PrivacyBudget:
         return BudgetState(client=self.client, epsilon_spent=acc.epsilon, delta=self.delta,
                            epsilon_budget=self.epsilon_budget, rounds=self.rounds, remaining=remaining,
                            exhausted=remaining == 0 or self.refused > 0, accountant=acc.accountant)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> PrivacyBudget:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -8,8 +8,14 @@ Honest-round model (per coordinate, real units): the sum of m clipped updates (n
 rounding error (each client's within gamma per coordinate, zero-mean) plus discrete noise of
 variance m sigma_c^2 gamma^2. Both error terms are sub-Gaussian with variance proxy
 V = m (sigma_c^2 + 1/4) gamma^2 per coordinate, and an orthogonal rotation keeps that.
-- ``l2_norm``: ||sum|| <= m C + sqrt(V (D + 2 sqrt(D x) + 2 x)), x = ln(1/p) (Hsu, Kakade and
-  Zhang 2012 for the norm of a sub-Gaussian vector);
+- ``l2_norm``: ||sum||^2 <= (m C)^2 + 2 m C sqrt(2 V x) + V (d + 2 sqrt(d x) + 2 x), x = ln(2/p).
+  With s the signal (||s|| <= m C) and e the error, ||s + e||^2 = ||s||^2 + 2 <s, e> + ||e||^2:
+  <s, e> / ||s|| is sub-Gaussian with proxy V, so exceeds sqrt(2 V x) with probability below p/2,
+  and ||e||^2 exceeds the last term with probability below p/2 (Hsu, Kakade and Zhang 2012 for the
+  norm of a sub-Gaussian vector; the decoder's inverse rotation keeps d of the D padded
+  coordinates, an orthogonal projection of rank d, so d counts, not D). Bounding the cross term
+  by ||s|| ||e|| instead (m C + sqrt(V (D + ...))) left a scaled update almost twice the room
+  above the noise (22.9 against 12.4 for a group of 10 at C = 0.5, z = 1, d = 650; SPEC 10.4);
 - ``linf``: max_j |sum_j| <= m C + sqrt(2 V ln(2 d / p));
 - ``wrap``: coordinates of the centred ring sum beyond the plan's wrap bound (which an honest sum
   exceeds with probability below the plan's wrap probability): must be 0;
@@ -37,6 +43,16 @@ from secagg.privacy.encoder import DPAggregate, DPPlan
 
 CHECK_NAMES = ("min_contributors", "l2_norm", "linf", "wrap", "clipped_count", "drift")
 POLICIES = ("reject", "warn")
+
+
+def l2_norm_bound(signal: float, proxy: float, dim: int, false_alarm: float) -> float:
+    """The norm that signal + error, ||signal|| <= ``signal`` and the error a d-dimensional
+    sub-Gaussian vector with variance proxy ``proxy`` per coordinate, exceeds with probability
+    below ``false_alarm`` (module docstring: the cross term <s, e> is one-dimensional)."""
+    x = math.log(2 / false_alarm)
+    cross = 2 * signal * math.sqrt(2 * proxy * x)
+    error = proxy * (dim + 2 * math.sqrt(dim * x) + 2 * x)
+    return math.sqrt(signal * signal + cross + error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +119,7 @@ class PlausibilityChecks:
     def run(self, agg: DPAggregate, history: list[np.ndarray] | None = None) -> CheckReport:
         plan, p = self.plan, self.false_alarm
         m = agg.contributors
-        d, big_d = plan.dim, plan.signal_dim
+        d = plan.dim
         proxy = m * (plan.local_variance + 0.25) * plan.gamma**2
         x = math.log(1 / p)
         out = []
@@ -114,7 +130,7 @@ class PlausibilityChecks:
         add("min_contributors", m >= self.min_aggregate, m, self.min_aggregate,
             f"{m} contributors; at least {self.min_aggregate} required")
         norm = float(np.linalg.norm(agg.flat))
-        l2_bound = m * plan.clip + math.sqrt(proxy * (big_d + 2 * math.sqrt(big_d * x) + 2 * x))
+        l2_bound = l2_norm_bound(m * plan.clip, proxy, d, p)
         add("l2_norm", norm <= l2_bound, norm, l2_bound,
             f"||sum|| = {norm:.4g}; {m} clipped updates and the noise allow {l2_bound:.4g}")
         peak = float(np.abs(agg.flat).max(initial=0.0))

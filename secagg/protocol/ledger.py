@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secagg.errors import ConfigurationError
-from secagg.storage import open_versioned, write_transaction
+from secagg.storage import SQLiteStore, open_versioned, write_transaction
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -27,7 +27,7 @@ CREATE TABLE joined (
 """
 
 
-class RoundLedger:
+class RoundLedger(SQLiteStore):
     """The last round this client joined in each session (a session's rounds only go up)."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
@@ -55,9 +55,6 @@ class RoundLedger:
             if last is None or round > last:
                 self._db.execute("INSERT OR REPLACE INTO joined (session_id, last_round) VALUES (?, ?)",
                                  (session_id, round.to_bytes(8, "big")))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 __all__ = ["RoundLedger"]

@@ -66,6 +66,9 @@ def unpack_masks(blob: bytes) -> list[tuple[bytes, int]]:
 class SerialUnmasker:
     workers = 1
 
+    def warm(self) -> None:
+        """Start what the first round would otherwise start (nothing here)."""
+
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
         return apply_range(target, 0, list(masks), bits)
 
@@ -75,6 +78,9 @@ class ThreadUnmasker:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = _workers(workers)
+
+    def warm(self) -> None:
+        """Nothing to start: a round makes its threads."""
 
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
         masks = list(masks)
@@ -93,15 +99,28 @@ class ProcessUnmasker:
         self.workers = _workers(workers)
         self._pool = None
 
-    def __call__(self, target: np.ndarray, masks, bits: int) -> int:
+    def warm(self) -> None:
+        """Start the pool's processes and import what a shard needs in each, so that the first
+        round does not pay for it (a server that runs many rounds starts its pool once)."""
+        if self.workers > 1:
+            for job in [self._start().submit(_ready) for _ in range(self.workers)]:
+                job.result()
+
+    def _start(self):
         from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context, shared_memory
+        from multiprocessing import get_context
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        return self._pool
+
+    def __call__(self, target: np.ndarray, masks, bits: int) -> int:
+        from multiprocessing import shared_memory
 
         masks = list(masks)
         if self.workers == 1 or target.size * len(masks) < MIN_PARALLEL_WORK:
             return apply_range(target, 0, masks, bits)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        self._start()
         shm = shared_memory.SharedMemory(create=True, size=target.nbytes)
         try:
             shared = np.ndarray(target.shape, dtype=target.dtype, buffer=shm.buf)
@@ -122,6 +141,11 @@ class ProcessUnmasker:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def _ready() -> int:
+    """A pool worker's first task: this module (and with it NumPy and pyca) is imported by now."""
+    return os.getpid()
 
 
 def _process_shard(name: str, dtype: str, size: int, start: int, stop: int, blob: bytes, bits: int) -> int:
@@ -152,6 +176,10 @@ class RayUnmasker:
         self._ray = ray
         self.workers = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(_ray_shard)
+
+    def warm(self) -> None:
+        """Start one worker per shard and import what a shard needs there."""
+        self._ray.get([self._ray.remote(_ready).remote() for _ in range(self.workers)])
 
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
         masks = list(masks)

@@ -9,9 +9,10 @@ means robustly bounds what that group can do:
    Group j is *flagged* when ||mu_j - centre|| exceeds what an honest group can reach at the
    false-alarm rate p: its signal lies within C of the origin (every honest client clips to C,
    and a mean of clipped updates has norm <= C) and the centre's within sqrt(g) C, so the signal
-   part is at most (1 + sqrt(g)) C; the noise part is a chi quantile, sqrt(chi2.isf(p, d)), times
-   the combined per-coordinate noise std of mu_j and of the noisiest group. An honest group
-   crosses it with probability below p.
+   part is at most S = (1 + sqrt(g)) C; the noise, with per-coordinate std tau (that of mu_j and of
+   the noisiest group combined), adds at most what ``privacy.checks.l2_norm_bound`` allows:
+   ||dev||^2 <= S^2 + 2 S tau sqrt(2 x) + tau^2 (d + 2 sqrt(d x) + 2 x), x = ln(2/p), the cross
+   term taken in the signal's one direction. An honest group crosses it with probability below p.
 2. **Combination** over the groups that were not flagged: ``median`` (coordinate-wise),
    ``trimmed`` (coordinate-wise mean after dropping the b = max(1, floor(trim g)) largest and
    smallest values), ``krum`` (multi-Krum: the g - f groups with the smallest sum of squared
@@ -28,9 +29,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import chi2
-
 from secagg.errors import ConfigurationError
+from secagg.privacy.checks import l2_norm_bound
 
 METHODS = ("none", "median", "trimmed", "krum")
 
@@ -70,12 +70,12 @@ def combine(means: dict[int, np.ndarray], counts: dict[int, int], method: str, *
     centre = np.median(stack, axis=0)
     noise_std = noise_std or {}
     worst = max((noise_std.get(j, 0.0) for j in groups), default=0.0)
-    quantile = math.sqrt(chi2.isf(false_alarm, stack.shape[1]))
     signal = (1.0 + math.sqrt(len(groups))) * clip
     flagged, deviation, bound = {}, {}, {}
     for j in groups:
         deviation[j] = float(np.linalg.norm(means[j] - centre))
-        bound[j] = signal + quantile * math.hypot(noise_std.get(j, 0.0), worst)
+        bound[j] = l2_norm_bound(signal, math.hypot(noise_std.get(j, 0.0), worst) ** 2, stack.shape[1],
+                                 false_alarm)
         if deviation[j] > bound[j]:
             flagged[j] = "group_deviation"
     kept = [j for j in groups if j not in flagged]

@@ -103,7 +103,7 @@ def simulate_groups(clients: int, dim: int, *, groups: int, robust: str = "media
         raise ConfigurationError("--malicious needs --attack")
     label = label if label is not None else os.urandom(16).hex()
     root = DeterministicRandom(label)
-    members = assign_groups(clients, groups, root.fork("group seed")(SEED_BYTES))
+    members = round_groups(clients, groups, label)
     schedule = dropout_schedule(clients, dropout, drop_stage, seed)
     if attackers is None:
         gen = np.random.default_rng(None if seed is None else [seed, 99])
@@ -143,6 +143,11 @@ def simulate_groups(clients: int, dim: int, *, groups: int, robust: str = "media
                                  rejected=[g["group"] for g in attacked["groups"] if g["rejected"]])
     return GroupedReport(**common, combined=attacked["combined"].as_dict(), aborted=False, abort_reason=None,
                          error=error, mean=attacked["combined"].mean, **extra)
+
+
+def round_groups(clients: int, groups: int, label: str) -> list[list[int]]:
+    """The groups ``simulate_groups(..., label=label)`` forms: public, from the round's group seed."""
+    return assign_groups(clients, groups, DeterministicRandom(label).fork("group seed")(SEED_BYTES))
 
 
 def _plans(members, dim, *, clip, noise_multiplier, mechanism, planned, rotate, root):

@@ -1,0 +1,163 @@
+"""Scaling the server: its time against this machine's limit on 1 and 2 cores, against n, with Ray.
+
+Every round runs in a fresh process (``bench.worker secagg``), so peak memory is the round's own,
+and reports the median of ``--repeat`` runs. Unmaskers: ``serial`` (one core), ``thread`` and
+``process`` (``--workers`` shards; the process pool is started before the round, as a server that
+runs many rounds starts it once), and ``ray`` (a local Ray instance with as many CPUs). The limit
+is ``bench``'s: the server's mask expansions and adds at this machine's single-core AES-CTR and
+add throughput, measured in the same run (bench/README.md); on W cores the expansion part can at
+best divide by W.
+
+    python3 -m bench.scale [--repeat 3] [--ns 100,300,1000,3000] [--out bench/results]
+
+writes scale.json, scale.md, scale_cores.png (server time against cores at each point, with the
+limit) and scale_n.png (server time against n at d = 10^4, with the limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench import write_results
+from bench.__main__ import measure_limits, server_limit, worker
+
+POINTS = ((1000, 10**4, 0.1), (1000, 10**5, 0.1), (100, 10**6, 0.1))
+CONFIGS = (("serial", 1), ("thread", 2), ("process", 2))
+N_DIM = 10**4
+
+
+def run_round(clients: int, dim: int, dropout: float, unmasker: str, workers: int, repeat: int,
+              limits: dict) -> dict:
+    runs = [worker("secagg", "--clients", str(clients), "--dim", str(dim), "--dropout", str(dropout),
+                   "--seed", str(i + 1), "--unmasker", unmasker, "--workers", str(workers))
+            for i in range(repeat)]
+    first = runs[0]
+    row = {"clients": clients, "dim": dim, "dropout": dropout, "unmasker": unmasker, "workers": workers,
+           "repeats": repeat, "exact": all(r["exact"] for r in runs),
+           "server_seconds": statistics.median(r["server_seconds"] for r in runs),
+           "unmask_phase_seconds": statistics.median(r["phase_seconds"]["Unmask"]["server"] for r in runs),
+           "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
+           "worker_peak_rss_bytes": max((max(r["worker_peak_rss_bytes"], default=0) for r in runs), default=0),
+           "server_mask_expansions": first["server_mask_expansions"], "survivors": first["survivors"],
+           "degree": first["degree"], "threshold": first["threshold"]}
+    row["limit_seconds"] = server_limit(limits, dim, row["server_mask_expansions"], row["survivors"])
+    row["ratio_to_limit"] = row["server_seconds"] / row["limit_seconds"]
+    return row
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ns", default="100,300,1000,3000", help=f"n for the sweep at d = {N_DIM:,}")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    limits = {d: measure_limits(d) for d in sorted({p[1] for p in POINTS} | {N_DIM})}
+    rows = []
+    for n, d, rate in POINTS:
+        configs = CONFIGS + ((("ray", 2),) if not args.no_ray and d == 10**6 else ())
+        for unmasker, workers in configs:
+            log(f"n={n} d={d:,} dropout={rate}: {unmasker} x{workers} ...")
+            rows.append({"part": "points", **run_round(n, d, rate, unmasker, workers, args.repeat, limits[d])})
+    for n in (int(x) for x in args.ns.split(",")):
+        for unmasker, workers in (("serial", 1), ("thread", 2)):
+            if n == 1000 and any(r["clients"] == n and r["dim"] == N_DIM and r["unmasker"] == unmasker
+                                 for r in rows):
+                continue  # measured above
+            log(f"n={n} d={N_DIM:,}: {unmasker} x{workers} ...")
+            rows.append({"part": "n", **run_round(n, N_DIM, 0.1, unmasker, workers, args.repeat, limits[N_DIM])})
+    seconds = time.perf_counter() - started
+    lines = report(rows, limits, args, seconds)
+    write_results(args.out, "scale", rows, lines)
+    plot(rows, Path(args.out))
+
+
+def report(rows, limits, args, seconds) -> list[str]:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mb = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    lines = [f"# Scaling the server ({cores} cores; median of {args.repeat} fresh-process rounds; "
+             f"{seconds / 60:.1f} min)", "",
+             f"`python3 -m bench.scale --repeat {args.repeat} --ns {args.ns}`", "",
+             "Limit: the server's mask expansions and adds at this machine's single-core AES-CTR ("
+             + ", ".join(f"{v['aes_ctr_bytes_per_second'] / 1e9:.2f} GB/s at d = {d:,}" for d, v in limits.items())
+             + ") and add throughput, measured in this run. Speedup: serial server time over this one. "
+             "Worker memory: the largest pool process's peak RSS.", "",
+             "| n | d | dropout | unmasker | workers | server s | unmask phase s | x limit (1 core) "
+             "| speedup | server peak RSS MB | worker peak RSS MB | exact |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    serial = {(r["part"], r["clients"], r["dim"]): r for r in rows if r["unmasker"] == "serial"}
+    for r in rows:
+        base = serial.get((r["part"], r["clients"], r["dim"]))
+        speed = base["server_seconds"] / r["server_seconds"] if base else float("nan")
+        lines.append(f"| {r['clients']:,} | {r['dim']:,} | {r['dropout']:.0%} | {r['unmasker']} | {r['workers']} | "
+                     f"{r['server_seconds']:.3f} | {r['unmask_phase_seconds']:.3f} | {r['ratio_to_limit']:.2f} | "
+                     f"{speed:.2f} | {mb(r['peak_rss_bytes'])} | "
+                     f"{mb(r['worker_peak_rss_bytes']) if r['worker_peak_rss_bytes'] else '-'} | "
+                     f"{'yes' if r['exact'] else 'NO'} |")
+    ray = [r for r in rows if r["unmasker"] == "ray"]
+    for r in ray:
+        pool = next(p for p in rows if p["unmasker"] == "process" and (p["clients"], p["dim"]) == (r["clients"], r["dim"]))
+        lines += ["", f"Ray against the process pool at n = {r['clients']:,}, d = {r['dim']:,} "
+                  f"({r['workers']} shards, a local Ray instance started before the round): unmask phase "
+                  f"{r['unmask_phase_seconds']:.3f} s against {pool['unmask_phase_seconds']:.3f} s, "
+                  f"{r['unmask_phase_seconds'] / pool['unmask_phase_seconds']:.2f}x; peak RSS of the server "
+                  f"process {mb(r['peak_rss_bytes'])} MB against {mb(pool['peak_rss_bytes'])} MB (Ray's own "
+                  "processes not counted)."]
+    return lines
+
+
+def plot(rows, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(n, d) for n, d, _ in POINTS]
+    fig, axes = plt.subplots(1, len(points), figsize=(4.5 * len(points), 4))
+    for ax, (n, d) in zip(axes, points):
+        here = [r for r in rows if r["part"] == "points" and (r["clients"], r["dim"]) == (n, d)]
+        for unmasker, marker, label in (("thread", "o", "threads"), ("process", "s", "process pool")):
+            line = sorted([r for r in here if r["unmasker"] in ("serial", unmasker)], key=lambda r: r["workers"])
+            ax.plot([r["workers"] for r in line], [r["server_seconds"] for r in line], marker=marker,
+                    label=f"{label} (1 core: serial)")
+        limit = here[0]["limit_seconds"]
+        ax.plot([1, 2], [limit, limit / 2], "k--", label="limit (AES-CTR + add)")
+        ax.set_title(f"n = {n:,}, d = {d:,}")
+        ax.set_xlabel("cores")
+        ax.set_xticks([1, 2])
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("server seconds per round")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scale_cores.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sweep = [r for r in rows if r["dim"] == N_DIM and r["unmasker"] in ("serial", "thread")]
+    for unmasker, label in (("serial", "1 core"), ("thread", "2 cores")):
+        line = sorted([r for r in sweep if r["unmasker"] == unmasker], key=lambda r: r["clients"])
+        ax.plot([r["clients"] for r in line], [r["server_seconds"] for r in line], marker="o", label=label)
+    line = sorted([r for r in sweep if r["unmasker"] == "serial"], key=lambda r: r["clients"])
+    ax.plot([r["clients"] for r in line], [r["limit_seconds"] for r in line], "k--", label="limit (1 core)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("clients n")
+    ax.set_ylabel("server seconds per round")
+    ax.set_title(f"server time against n, d = {N_DIM:,}, 10% dropout")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scale_n.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
