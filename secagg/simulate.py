@@ -105,7 +105,8 @@ def simulate(
     unmasker=None,
     client_workers: int | None = None,
 ) -> SimulationReport:
-    """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
+    """Run one round, the server in this process and the clients here or on worker processes
+    (``client_workers``). Returns a report; raises ``RoundAborted`` only if asked to.
 
     ``schedule`` (client -> stage) overrides ``dropout``/``drop_stage``. ``inputs(client)`` overrides
     the generated test data. ``dropout_rate`` is what the parameter finder plans for (default:
