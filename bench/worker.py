@@ -44,7 +44,7 @@ def run_secagg(args) -> dict:
     out["workers"] = getattr(unmasker, "workers", 1)
     pool = getattr(unmasker, "_pool", None)
     # The pool's processes are this process's children: their own peak memory (VmHWM).
-    out["worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in (pool._processes if pool is not None else ())]
+    out["unmask_worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in (pool._processes if pool is not None else ())]
     if hasattr(unmasker, "close"):
         unmasker.close()
     return out
