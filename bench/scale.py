@@ -42,7 +42,7 @@ def run_round(clients: int, dim: int, dropout: float, unmasker: str, workers: in
            "server_seconds": statistics.median(r["server_seconds"] for r in runs),
            "unmask_phase_seconds": statistics.median(r["phase_seconds"]["Unmask"]["server"] for r in runs),
            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
-           "worker_peak_rss_bytes": max((max(r["worker_peak_rss_bytes"], default=0) for r in runs), default=0),
+           "unmask_worker_peak_rss_bytes": max((max(r["unmask_worker_peak_rss_bytes"], default=0) for r in runs), default=0),
            "server_mask_expansions": first["server_mask_expansions"], "survivors": first["survivors"],
            "degree": first["degree"], "threshold": first["threshold"]}
     row["limit_seconds"] = server_limit(limits, dim, row["server_mask_expansions"], row["survivors"])
@@ -88,7 +88,7 @@ def report(rows, limits, args, seconds) -> list[str]:
              "Limit: the server's mask expansions and adds at this machine's single-core AES-CTR ("
              + ", ".join(f"{v['aes_ctr_bytes_per_second'] / 1e9:.2f} GB/s at d = {d:,}" for d, v in limits.items())
              + ") and add throughput, measured in this run. Speedup: serial server time over this one. "
-             "Worker memory: the largest pool process's peak RSS.", "",
+             "Worker memory: the largest unmasking pool process's peak RSS.", "",
              "| n | d | dropout | unmasker | workers | server s | unmask phase s | x limit (1 core) "
              "| speedup | server peak RSS MB | worker peak RSS MB | exact |",
              "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
@@ -99,7 +99,7 @@ def report(rows, limits, args, seconds) -> list[str]:
         lines.append(f"| {r['clients']:,} | {r['dim']:,} | {r['dropout']:.0%} | {r['unmasker']} | {r['workers']} | "
                      f"{r['server_seconds']:.3f} | {r['unmask_phase_seconds']:.3f} | {r['ratio_to_limit']:.2f} | "
                      f"{speed:.2f} | {mb(r['peak_rss_bytes'])} | "
-                     f"{mb(r['worker_peak_rss_bytes']) if r['worker_peak_rss_bytes'] else '-'} | "
+                     f"{mb(r['unmask_worker_peak_rss_bytes']) if r['unmask_worker_peak_rss_bytes'] else '-'} | "
                      f"{'yes' if r['exact'] else 'NO'} |")
     ray = [r for r in rows if r["unmasker"] == "ray"]
     for r in ray:

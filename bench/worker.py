@@ -34,15 +34,17 @@ def run_secagg(args) -> dict:
     else:
         unmasker = make_unmasker(args.workers, kind=args.unmasker)
     unmasker.warm()  # a pool starts once per server, not once per round
+    # Clients in process, as the grid and its n = 10,000 check have always been timed (the server
+    # alone on a core); bench.scale_clients runs them on worker processes.
     report = simulate(args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage,
-                      bits=args.bits, seed=args.seed, unmasker=unmasker)
+                      bits=args.bits, seed=args.seed, unmasker=unmasker, client_workers=0)
     out = report.as_dict()
     out.pop("dropped_by_stage")
     out["unmasker"] = args.unmasker
     out["workers"] = getattr(unmasker, "workers", 1)
     pool = getattr(unmasker, "_pool", None)
     # The pool's processes are this process's children: their own peak memory (VmHWM).
-    out["worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in (pool._processes if pool is not None else ())]
+    out["unmask_worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in (pool._processes if pool is not None else ())]
     if hasattr(unmasker, "close"):
         unmasker.close()
     return out

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where the shards run: threads (default), a process pool over shared memory, "
                           "or Ray tasks (secagg[ray])")
     sim.add_argument("--ray-address", default=None, help="a Ray cluster for --unmasker ray (default: local)")
+    sim.add_argument("--client-workers", type=int, default=None,
+                     help="processes the simulated clients run in (0: this one; default: one per core "
+                          "from 5,000 clients on, for rounds without --dp or --authenticated)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--no-progress", action="store_true")
     telemetry.add_arguments(sim)  # the round runs, then ends: a scrape needs --metrics-hold
@@ -192,6 +195,9 @@ def cmd_simulate(args) -> int:
     privacy = checks = None
     _dp_options(args)
     if args.groups is not None or args.robust is not None:
+        if args.client_workers:
+            raise ConfigurationError("--client-workers: grouped rounds (--groups, --robust) run their "
+                                     "clients in process; leave --client-workers out")
         return _simulate_groups(args)
     bits = _bits(args.bits, "auto" if args.dp else 32)
     if args.dp:
@@ -221,6 +227,7 @@ def cmd_simulate(args) -> int:
         privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
         delta=args.delta, authenticated=args.authenticated, on_round=telemetry.simulate_observer(metrics),
         unmasker=make_unmasker(args.workers, kind=args.unmasker, ray_address=args.ray_address),
+        client_workers=args.client_workers,
     )
     telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
     if args.json:

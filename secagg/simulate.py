@@ -7,6 +7,13 @@ sums), ``secagg.transport.memory`` (the router every test and example also uses)
 Memory stays O(d + n*k): each client's input is made when its MaskedInputRequest arrives, encoded,
 masked, sent and forgotten; the server accumulates.
 
+Clients at scale (``client_workers``): the clients can live in a pool of worker processes
+(``secagg.sim.pool``) while the server stays here; frames cross as bytes. By default the pool is
+used, with one worker per core, from ``AUTO_POOL_CLIENTS`` clients on when the machine has more
+than one core and the round uses nothing the pool cannot do (``POOL_UNSUPPORTED``: those stay in
+process); below that a pool's start-up (a fresh interpreter per worker, about a second) is not
+worth it.
+
 ``seed`` fixes the test data (inputs, which clients drop). Protocol secrets come from the OS CSPRNG
 unless ``insecure_deterministic`` is given, which derives every party's randomness from it, forked
 by label: for tests and transcript vectors only.
@@ -14,6 +21,7 @@ by label: for tests and transcript vectors only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -33,12 +41,31 @@ from secagg.sim.scenario import (
     dropout_schedule,
     make_input,
 )
+from secagg.sim.pool import ClientPool, PoolRouter, WorkerSpec, check_workers, worker_blocks
 from secagg.transport.memory import Faults, InMemoryRouter
 
 __all__ = [
-    "DROP_STAGE_CHOICES", "STAGE_ORDER", "Faults", "SimulationReport", "Stage", "dropout_schedule",
-    "make_input", "simulate",
+    "AUTO_POOL_CLIENTS", "DROP_STAGE_CHOICES", "POOL_UNSUPPORTED", "STAGE_ORDER", "Faults",
+    "SimulationReport", "Stage", "dropout_schedule", "make_input", "simulate",
 ]
+
+AUTO_POOL_CLIENTS = 5_000
+# What only the in-process router does: the pool's workers make their clients from plain
+# parameters, and its network delivers every frame once, in order.
+POOL_UNSUPPORTED = ("faults", "tamper", "transcript", "inputs", "privacy", "budgets", "authenticated")
+
+
+def _client_workers(requested: int | None, clients: int, wanted: list[str]) -> int:
+    """How many client worker processes to use (0: the clients run in this process)."""
+    if requested is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cores if cores > 1 and clients >= AUTO_POOL_CLIENTS and not wanted else 0
+    check_workers(requested)
+    if requested and wanted:
+        raise ConfigurationError(
+            f"client_workers = {requested}: {', '.join(wanted)} run only with the clients in process; "
+            "pass client_workers=0 (or leave it out), or drop " + ", ".join(wanted))
+    return min(requested, clients)
 
 
 def simulate(
@@ -76,8 +103,10 @@ def simulate(
     budgets: Mapping[int, object] | None = None,
     attackers: Sequence[int] | None = None,
     unmasker=None,
+    client_workers: int | None = None,
 ) -> SimulationReport:
-    """Run one round in process. Returns a report; raises ``RoundAborted`` only if asked to.
+    """Run one round, the server in this process and the clients here or on worker processes
+    (``client_workers``). Returns a report; raises ``RoundAborted`` only if asked to.
 
     ``schedule`` (client -> stage) overrides ``dropout``/``drop_stage``. ``inputs(client)`` overrides
     the generated test data. ``dropout_rate`` is what the parameter finder plans for (default:
@@ -105,12 +134,22 @@ def simulate(
     (a refusal in the report), and the report summarises what the clients' budgets say.
 
     ``unmasker``: how the server removes the masks (``secagg.protocol.unmask``; default every core).
+
+    ``client_workers``: worker processes that hold the clients (``secagg.sim.pool``); 0 runs them
+    here. Default: one per core from ``AUTO_POOL_CLIENTS`` clients on, if the round needs nothing
+    of ``POOL_UNSUPPORTED``; asking for workers together with one of those is a
+    ``ConfigurationError``.
     """
     if insecure_deterministic is not None:
         root: RandomSource = DeterministicRandom(insecure_deterministic)
     else:
         root = system_random
     faults = faults or Faults()
+    wanted = [name for name, given in (
+        ("faults", faults.any), ("tamper", tamper is not None), ("transcript", transcript is not None),
+        ("inputs", inputs is not None), ("privacy", privacy is not None), ("budgets", bool(budgets)),
+        ("authenticated", authenticated)) if given]
+    workers = _client_workers(client_workers, clients, wanted)
     if schedule is None:
         schedule = dropout_schedule(clients, dropout, drop_stage, seed)
     schedule = {int(c): Stage(s) for c, s in schedule.items()}
@@ -139,42 +178,58 @@ def simulate(
         raise ConfigurationError("privacy budgets are charged by the privacy layer: pass privacy=DPPlan(...)")
     else:
         make = inputs or (lambda c: make_input(seed, c, dim, value_range))
-        encoders = {c: RangeEncoder(fork(root, "client", c, "quantize")) for c in config.clients}
+        encoders = {} if workers else {c: RangeEncoder(fork(root, "client", c, "quantize")) for c in config.clients}
         value_dim = dim
     recorder = TruthRecorder(config.dim, config.bits, value_dim,
-                             keep_each=faults.any or tamper is not None or clients * config.dim <= 10**6)
+                             keep_each=not workers and (faults.any or tamper is not None
+                                                        or clients * config.dim <= 10**6))
 
     # galois builds its field (and, for a batch big enough to use them, compiles its JIT kernels)
     # once per process: not a per-round cost, so not inside the server's timer.
     shamir.warm_up_for_round(clients, config.threshold)
-    server, parties, _ = build_parties(
-        config, root,
-        # The input is made when the round asks for it: memory O(d) per client at a time.
-        lambda c: (lambda: np.asarray(make(c))),
-        lambda c: recorder.wrap(c, encoders[c]),
-        limits=client_limits or ClientLimits(), require_authenticated=authenticated, unmasker=unmasker,
-    )
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=8 * clients, unit="frame", desc="round", leave=False)  # 4 rounds, 2 ways
-        inner = tamper
+        bar = tqdm(total=8 * clients, unit="frame", desc="round", leave=False, mininterval=5)  # 4 rounds, 2 ways
+    if workers:
+        server, parties, _ = build_parties(config, root, None, None, unmasker=unmasker, clients=())
+        limits = client_limits or ClientLimits()
+        specs = [WorkerSpec(first=a, last=b, seed=seed, dim=config.dim, value_range=value_range,
+                            bits=config.bits, deterministic=insecure_deterministic,
+                            limits=(limits.max_clients, limits.max_dim, limits.max_degree, limits.max_bits))
+                 for a, b in worker_blocks(clients, workers)]
+        with ClientPool(specs) as pool:
+            router = PoolRouter(server, pool, recorder, schedule=schedule,
+                                announce_losses=announce_losses, progress=bar)
+            router.run()
+        expansions, worker_rss = router.mask_expansions.values(), router.worker_peak_rss
+    else:
+        server, parties, _ = build_parties(
+            config, root,
+            # The input is made when the round asks for it: memory O(d) per client at a time.
+            lambda c: (lambda: np.asarray(make(c))),
+            lambda c: recorder.wrap(c, encoders[c]),
+            limits=client_limits or ClientLimits(), require_authenticated=authenticated, unmasker=unmasker,
+        )
+        if bar is not None:
+            inner = tamper
 
-        def tamper(sender, recipient, frame):  # counts frames as they are posted
-            bar.update(1)
-            return [frame] if inner is None else inner(sender, recipient, frame)
+            def tamper(sender, recipient, frame):  # counts frames as they are posted
+                bar.update(1)
+                return [frame] if inner is None else inner(sender, recipient, frame)
 
-    router = InMemoryRouter(server, parties, schedule=schedule, faults=faults,
-                            announce_losses=announce_losses, tamper=tamper, transcript=transcript)
-    router.run()
+        router = InMemoryRouter(server, parties, schedule=schedule, faults=faults,
+                                announce_losses=announce_losses, tamper=tamper, transcript=transcript)
+        router.run()
+        expansions, worker_rss = (p.mask_expansions for p in parties.values()), ()
     if bar is not None:
         bar.close()
     if on_round is not None:
         on_round(server, router)
     return build_report(
-        config=config, server=server, router=router, parties=parties, recorder=recorder,
+        config=config, server=server, router=router, mask_expansions=expansions, recorder=recorder,
         schedule=schedule, dropout=dropout, raise_on_abort=raise_on_abort, privacy=privacy,
         encoders=encoders, attackers=attackers, attack=attack, checks=checks, delta=delta,
-        budgets=budgets,
+        budgets=budgets, worker_peak_rss=worker_rss,
     )

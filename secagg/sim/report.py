@@ -66,6 +66,9 @@ class SimulationReport:
     network: dict[str, int] = field(default_factory=dict)
     # Clients with privacy budgets: what they report (not secret), summarised (BudgetSummary.as_dict).
     budgets: dict | None = None
+    # Clients on a process pool (secagg.sim.pool): how many workers, and each one's peak RSS.
+    client_workers: int = 0
+    worker_peak_rss_bytes: list[int] = field(default_factory=list)
     result: RoundResult | None = field(default=None, repr=False, compare=False)
     aggregate: object | None = field(default=None, repr=False, compare=False)
 
@@ -126,6 +129,9 @@ class SimulationReport:
             f"  client time median {self.client_seconds_median * 1e3:.2f} ms (max "
             f"{self.client_seconds_max * 1e3:.2f} ms); server time {self.server_seconds:.3f} s"
         )
+        if self.client_workers:
+            lines.append(f"  clients on {self.client_workers} worker processes, peak RSS up to "
+                         f"{max(self.worker_peak_rss_bytes) / 2**20:,.0f} MiB each")
         lines.append(
             f"  bytes per surviving client: sent {self.bytes_sent_per_client:,}, received "
             f"{self.bytes_received_per_client:,}"
@@ -148,12 +154,13 @@ def _budgets(budgets) -> dict | None:
     return population_budget(b.report() for _, b in sorted(budgets.items())).as_dict()
 
 
-def build_report(*, config, server, router, parties, recorder, schedule, dropout, raise_on_abort,
-                 privacy, encoders, attackers, attack, checks, delta, budgets=None) -> SimulationReport:
+def build_report(*, config, server, router, mask_expansions, recorder, schedule, dropout, raise_on_abort,
+                 privacy, encoders, attackers, attack, checks, delta, budgets=None,
+                 worker_peak_rss=()) -> SimulationReport:
     clients = config.num_clients
     dropped_by_stage = {s.value: sorted(c for c, st in schedule.items() if st is s) for s in STAGE_ORDER}
     full = [c for c in config.clients if c not in schedule] or list(config.clients)
-    expansions = [parties[c].mask_expansions for c in config.clients if parties[c].mask_expansions]
+    expansions = [e for e in mask_expansions if e]
     sample = MaskedInput(session_id=config.session_id, round=config.round, sender=clients,
                          bits=config.bits, masked=np.zeros(config.dim, dtype=ring_dtype(config.bits)))
     common = dict(
@@ -173,6 +180,7 @@ def build_report(*, config, server, router, parties, recorder, schedule, dropout
         refusals={c: str(e) for c, e in sorted(router.refusals.items())},
         network=dict(router.counts),
         budgets=_budgets(budgets),
+        client_workers=len(worker_peak_rss), worker_peak_rss_bytes=list(worker_peak_rss),
     )
     try:
         result = server.result()

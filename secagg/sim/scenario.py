@@ -71,13 +71,14 @@ def operator_key(rng: RandomSource):
 
 
 def build_parties(config, root: RandomSource, input_of, encoder_of, *, limits: ClientLimits = ClientLimits(),
-                  require_authenticated: bool = False, ledger_of=None, **server_kw):
+                  require_authenticated: bool = False, ledger_of=None, clients=None, **server_kw):
     """The server and the clients of one simulated round, each party's randomness forked from
     ``root`` by label ("server"; "client", c). An authenticated round's clients are enrolled in a
     registry and its config is signed by the operator key (``operator_key(root)``); the server
     relays the signature, the clients check it. ``input_of(c)`` is client c's input (an array, or
     a callable that makes it); ``encoder_of(c)`` its encoder; ``ledger_of(c)`` its RoundLedger, if
-    any. Returns (server, {client: Client}, registry or None)."""
+    any. ``clients``: the ids to make here (default all of the round's; ``()`` for a server whose
+    clients live elsewhere, ``secagg.sim.pool``). Returns (server, {client: Client}, registry or None)."""
     signing = identities = registry = operator_public = None
     if config.authenticated:
         from secagg.protocol.keys import sign_config
@@ -93,7 +94,7 @@ def build_parties(config, root: RandomSource, input_of, encoder_of, *, limits: C
                   signing_key=signing and signing[c], identities=identities,
                   require_authenticated=require_authenticated, operator_key=operator_public,
                   ledger=ledger_of and ledger_of(c))
-        for c in config.clients
+        for c in (config.clients if clients is None else clients)
     }
     return server, clients, registry
 
@@ -126,6 +127,14 @@ class TruthRecorder:
         else:
             np.add(self.ring, ring, out=self.ring)
             np.add(self.values, value, out=self.values)
+
+    def add_sums(self, clients, ring: np.ndarray, values: np.ndarray) -> None:
+        """Running sums kept elsewhere (a worker process's clients, ``secagg.sim.pool``)."""
+        if self.keep_each:
+            raise ConfigurationError("a recorder that keeps each client's vectors cannot take sums")
+        self.encoded.update(clients)
+        np.add(self.ring, ring, out=self.ring)
+        np.add(self.values, values, out=self.values)
 
     def truth(self, contributors) -> tuple[np.ndarray, np.ndarray] | None:
         """(ring sum mod 2^b, float sum) over ``contributors``, or None if it cannot be known."""

@@ -52,7 +52,40 @@ class Faults:
 Tamper = Callable[[int, int, bytes], list[bytes]]
 
 
-class InMemoryRouter:
+class Metered:
+    """What a simulated round's driver measures (seconds and bytes per party, per phase; what
+    clients refused; frame counts) and whom the dropout ``schedule`` silences: shared by
+    ``InMemoryRouter`` and the process pool's ``secagg.sim.pool.PoolRouter``."""
+
+    def __init__(self, server, schedule: Mapping[int, Stage] | None) -> None:
+        self.server = server
+        self.schedule = {int(c): Stage(s) for c, s in (schedule or {}).items()}
+        self.seconds: dict[int, float] = defaultdict(float)
+        self.phase_seconds: dict[str, dict[str, float]] = {}
+        self.bytes_sent: dict[int, int] = defaultdict(int)
+        self.bytes_received: dict[int, int] = defaultdict(int)
+        self.refusals: dict[int, SecAggError] = {}
+        self.counts = {"frames": 0, "duplicated": 0, "delayed": 0, "undelivered": 0}
+
+    def _timed(self, party: int, call, *args):
+        phase = self.server.phase.value
+        t0 = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self._charge(party, phase, time.perf_counter() - t0)
+
+    def _charge(self, party: int, phase: str, seconds: float) -> None:
+        self.seconds[party] += seconds
+        slot = self.phase_seconds.setdefault(phase, {"server": 0.0, "clients": 0.0})
+        slot["server" if party == SERVER else "clients"] += seconds
+
+    def _silent(self, client: int, phase) -> bool:
+        stage = self.schedule.get(client)
+        return stage is not None and STAGE_ORDER.index(stage) <= phase_index(phase)
+
+
+class InMemoryRouter(Metered):
     """Run one round: ``run()`` returns when the server has a result or has aborted."""
 
     def __init__(
@@ -66,9 +99,8 @@ class InMemoryRouter:
         tamper: Tamper | None = None,
         transcript: list[tuple[str, int, int, bytes]] | None = None,
     ) -> None:
-        self.server = server
+        super().__init__(server, schedule)
         self.clients = dict(clients)
-        self.schedule = {int(c): Stage(s) for c, s in (schedule or {}).items()}
         self.faults = faults
         self.announce_losses = announce_losses
         self.tamper = tamper
@@ -78,13 +110,6 @@ class InMemoryRouter:
         self._late: list[tuple[int, int, bytes, object]] = []
         self._lost: set[int] = set()
         self._started = False
-        # What a run measured: seconds and bytes per party, per phase; what clients refused.
-        self.seconds: dict[int, float] = defaultdict(float)
-        self.phase_seconds: dict[str, dict[str, float]] = {}
-        self.bytes_sent: dict[int, int] = defaultdict(int)
-        self.bytes_received: dict[int, int] = defaultdict(int)
-        self.refusals: dict[int, SecAggError] = {}
-        self.counts = {"frames": 0, "duplicated": 0, "delayed": 0, "undelivered": 0}
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -124,17 +149,6 @@ class InMemoryRouter:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _timed(self, party: int, call, *args):
-        phase = self.server.phase.value
-        t0 = time.perf_counter()
-        try:
-            return call(*args)
-        finally:
-            dt = time.perf_counter() - t0
-            self.seconds[party] += dt
-            slot = self.phase_seconds.setdefault(phase, {"server": 0.0, "clients": 0.0})
-            slot["server" if party == SERVER else "clients"] += dt
-
     def _post(self, sender: int, outgoing: list[Outgoing]) -> None:
         phase = self.server.phase
         batch = []
@@ -172,10 +186,6 @@ class InMemoryRouter:
                 self._gen.shuffle(self._late)
             self._queue.extend(self._late)
             self._late = []
-
-    def _silent(self, client: int, phase) -> bool:
-        stage = self.schedule.get(client)
-        return stage is not None and STAGE_ORDER.index(stage) <= phase_index(phase)
 
     def _deliver(self, item) -> None:
         sender, recipient, frame, phase = item
