@@ -142,7 +142,7 @@ def plot(rows, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     sweep = [r for r in rows if r["dim"] == N_DIM and r["unmasker"] in ("serial", "thread")]
-    for unmasker, label in (("serial", "1 core"), ("thread", "2 cores")):
+    for unmasker, label in (("serial", "1 core"), ("thread", "2 threads")):
         line = sorted([r for r in sweep if r["unmasker"] == unmasker], key=lambda r: r["clients"])
         ax.plot([r["clients"] for r in line], [r["server_seconds"] for r in line], marker="o", label=label)
     line = sorted([r for r in sweep if r["unmasker"] == "serial"], key=lambda r: r["clients"])
