@@ -42,9 +42,8 @@ def run_secagg(args) -> dict:
     out.pop("dropped_by_stage")
     out["unmasker"] = args.unmasker
     out["workers"] = getattr(unmasker, "workers", 1)
-    pool = getattr(unmasker, "_pool", None)
     # The pool's processes are this process's children: their own peak memory (VmHWM).
-    out["unmask_worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in (pool._processes if pool is not None else ())]
+    out["unmask_worker_peak_rss_bytes"] = [peak_rss_of(pid) for pid in getattr(unmasker, "pids", ())]
     if hasattr(unmasker, "close"):
         unmasker.close()
     return out

@@ -130,6 +130,11 @@ IDENTITY_REASONS = ("malformed", "untrusted", "expired", "not yet valid", "misma
                     "revoked")
 
 
+class WorkerFailed(SecAggError):
+    """A worker process (the simulator's clients, or the server's unmasking pool) failed or
+    vanished: a bug or the machine, not a peer's fault."""
+
+
 class CryptoError(SecAggError):
     """A cryptographic check failed. Deliberately says nothing about which check."""
 

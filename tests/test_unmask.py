@@ -77,18 +77,41 @@ def test_warm_starts_every_pool_worker_before_the_first_round(monkeypatch):
     u = ProcessUnmasker(2)
     try:
         u.warm()
-        started = set(u._pool._processes)
+        started = set(u.pids)
         assert len(started) == 2 and os.getpid() not in started
         base = np.arange(4096, dtype=np.uint32)
         expected = base.copy()
         masks = [(bytes(32), 1)]
         SerialUnmasker()(expected, masks, 32)
         u(base, masks, 32)
-        assert np.array_equal(base, expected) and set(u._pool._processes) == started  # no new process
+        assert np.array_equal(base, expected) and set(u.pids) == started  # no new process
     finally:
         u.close()
     SerialUnmasker().warm()
     ThreadUnmasker(2).warm()  # nothing to start
+
+
+def test_a_failing_or_vanished_unmasking_worker_is_a_typed_error(monkeypatch):
+    from secagg.errors import WorkerFailed
+
+    monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
+    u = ProcessUnmasker(2)
+    try:
+        u.warm()
+        with pytest.raises(WorkerFailed, match="unmasking worker 0 failed"):
+            u(np.zeros(4096, dtype=np.uint32), [(bytes(31), 1)], 32)  # a 31-byte seed: the worker's error
+        u.close()
+        u.warm()
+        u._procs[1].kill()
+        u._procs[1].join()
+        with pytest.raises(WorkerFailed, match="unmasking worker 1 ended unexpectedly"):
+            u(np.zeros(4096, dtype=np.uint32), [(bytes(32), 1)], 32)
+        assert u.pids == []  # a broken pool is closed; the next round starts a new one
+        got = np.zeros(4096, dtype=np.uint32)
+        u(got, [(bytes(32), 1)], 32)
+        assert np.array_equal(got, prg.expand(bytes(32), 4096, np.uint32))
+    finally:
+        u.close()
 
 
 def test_a_round_is_exact_with_a_sharded_server(monkeypatch):

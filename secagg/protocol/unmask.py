@@ -10,10 +10,10 @@ every mask's shard i, nothing else. An unmasker gets the accumulated sum and the
 - ``ThreadUnmasker(workers)``: shards on threads over the one array. pyca/cryptography's
   ``update_into`` and NumPy's add both release the GIL, so threads run on every core with no copy
   of anything and nothing serialised. The default (all cores).
-- ``ProcessUnmasker(workers)``: shards on a process pool; the sum lives in shared memory
+- ``ProcessUnmasker(workers)``: shards on spawned worker processes; the sum lives in shared memory
   (``multiprocessing.shared_memory``), each worker maps it and touches only its shard. Workers get
   a segment name, a shard range and the masks as one bytes blob (seed || sign byte each), all made
-  by the server itself.
+  by the server itself, in CBOR over a pipe (never pickled).
 - ``RayUnmasker(address)``: the same shard function as Ray tasks (``secagg[ray]``), for more
   than one machine: each task gets its shard of the sum (Ray's object store) and the masks blob,
   and returns the unmasked shard.
@@ -27,10 +27,11 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import cbor2
 import numpy as np
 
 from secagg.crypto import prg
-from secagg.errors import ConfigurationError
+from secagg.errors import ConfigurationError, WorkerFailed
 from secagg.protocol.masking import apply_masks
 
 MIN_PARALLEL_WORK = 1 << 22  # mask-words: below this, one thread
@@ -93,26 +94,72 @@ class ThreadUnmasker:
 
 
 class ProcessUnmasker:
-    """Shards on a pool of ``workers`` processes over shared memory (default: every core)."""
+    """Shards on ``workers`` processes over shared memory (default: every core). The workers are
+    spawned once (``warm()``, or the first round that needs them) and serve every later round;
+    requests and replies cross their pipes as CBOR (``Connection.send_bytes``): nothing is pickled."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = _workers(workers)
-        self._pool = None
+        self._procs: list = []
+        self._conns: list = []
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (empty until they start)."""
+        return [proc.pid for proc in self._procs]
 
     def warm(self) -> None:
-        """Start the pool's processes and import what a shard needs in each, so that the first
-        round does not pay for it (a server that runs many rounds starts its pool once)."""
+        """Start the workers and wait until each has imported what a shard needs, so that the
+        first round does not pay for it (a server that runs many rounds starts them once)."""
         if self.workers > 1:
-            for job in [self._start().submit(_ready) for _ in range(self.workers)]:
-                job.result()
+            self._start()
+            for w in range(len(self._conns)):
+                self._send(w, ["ready", None])
+            for w in range(len(self._conns)):
+                self._receive(w)
 
-    def _start(self):
-        from concurrent.futures import ProcessPoolExecutor
+    def _start(self) -> None:
         from multiprocessing import get_context
 
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
-        return self._pool
+        if self._procs:
+            return
+        ctx = get_context("spawn")  # a fresh interpreter: nothing of this process is inherited
+        try:
+            for i in range(self.workers):
+                parent, child = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"secagg-unmask-{i}")
+                proc.start()
+                child.close()
+                self._procs.append(proc)
+                self._conns.append(parent)
+        except BaseException:
+            self.close()
+            raise
+
+    def _send(self, w: int, message: list) -> None:
+        try:
+            self._conns[w].send_bytes(cbor2.dumps(message))
+        except OSError:
+            self._lost(w)
+
+    def _receive(self, w: int):
+        try:
+            kind, body = cbor2.loads(self._conns[w].recv_bytes())
+        except (EOFError, OSError):
+            self._lost(w)
+        if kind != "ok":
+            self.close()  # the other workers' replies are not read: start afresh next time
+            raise WorkerFailed(f"unmasking worker {w} failed:\n{body}")
+        return body
+
+    def _lost(self, w: int):
+        proc = self._procs[w]
+        proc.join(timeout=1)
+        code = proc.exitcode
+        self.close()
+        raise WorkerFailed(f"unmasking worker {w} ended unexpectedly (exit code {code}); a program "
+                           "that uses the process pool must start it under `if __name__ == "
+                           "'__main__':`, since each worker imports the main module afresh") from None
 
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
         from multiprocessing import shared_memory
@@ -126,10 +173,11 @@ class ProcessUnmasker:
             shared = np.ndarray(target.shape, dtype=target.dtype, buffer=shm.buf)
             shared[:] = target
             blob = pack_masks(masks)
-            jobs = [self._pool.submit(_process_shard, shm.name, target.dtype.str, target.size, a, b, blob, bits)
-                    for a, b in shard_bounds(target.size, target.dtype, self.workers)]
-            for job in jobs:
-                job.result()
+            bounds = shard_bounds(target.size, target.dtype, self.workers)
+            for w, (a, b) in enumerate(bounds):
+                self._send(w, ["shard", [shm.name, target.dtype.str, target.size, a, b, blob, bits]])
+            for w in range(len(bounds)):
+                self._receive(w)
             target[:] = shared
             del shared
         finally:
@@ -138,14 +186,36 @@ class ProcessUnmasker:
         return len(masks)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        for conn in self._conns:
+            conn.close()  # the worker reads the end of its pipe and returns
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        self._procs, self._conns = [], []
 
 
-def _ready() -> int:
-    """A pool worker's first task: this module (and with it NumPy and pyca) is imported by now."""
-    return os.getpid()
+def _worker_main(conn) -> None:
+    """An unmasking worker: answers ["ready", None] and ["shard", args] with ["ok", ...] or
+    ["failed", traceback] until its pipe ends."""
+    import traceback
+
+    while True:
+        try:
+            kind, body = cbor2.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            if kind == "ready":
+                reply = ["ok", os.getpid()]
+            elif kind == "shard":
+                reply = ["ok", _process_shard(*body)]
+            else:
+                raise ValueError(f"unknown request {kind!r}")
+        except Exception:
+            reply = ["failed", traceback.format_exc()]
+        conn.send_bytes(cbor2.dumps(reply))
 
 
 def _process_shard(name: str, dtype: str, size: int, start: int, stop: int, blob: bytes, bits: int) -> int:
@@ -179,7 +249,7 @@ class RayUnmasker:
 
     def warm(self) -> None:
         """Start one worker per shard and import what a shard needs there."""
-        self._ray.get([self._ray.remote(_ready).remote() for _ in range(self.workers)])
+        self._ray.get([self._ray.remote(os.getpid).remote() for _ in range(self.workers)])
 
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
         masks = list(masks)

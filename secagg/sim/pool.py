@@ -39,7 +39,7 @@ import cbor2
 import numpy as np
 
 from secagg import errors
-from secagg.errors import ConfigurationError, SecAggError
+from secagg.errors import ConfigurationError, SecAggError, WorkerFailed
 from secagg.transport.memory import SERVER, Metered
 
 CHUNK_BYTES = 1 << 20  # a reply chunk is flushed at this size (or at CHUNK_FRAMES frames)
@@ -47,10 +47,6 @@ CHUNK_FRAMES = 512
 # A running worker streams a chunk at least every CHUNK_FRAMES clients (seconds of work even at
 # d = 10^6); this long without a word from any, the workers are hung.
 STALL_SECONDS = 1800.0
-
-
-class WorkerFailed(SecAggError):
-    """A client worker process failed or vanished: a bug or the machine, not a peer's fault."""
 
 
 @dataclass(frozen=True, slots=True)
