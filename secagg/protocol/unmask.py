@@ -33,6 +33,7 @@ import numpy as np
 from secagg.crypto import prg
 from secagg.errors import ConfigurationError, WorkerFailed
 from secagg.protocol.masking import apply_masks
+from secagg.workers import spawn_worker, stop_workers
 
 MIN_PARALLEL_WORK = 1 << 22  # mask-words: below this, one thread
 SIGN_BYTE = {1: b"\x01", -1: b"\x00"}
@@ -119,19 +120,13 @@ class ProcessUnmasker:
                 self._receive(w)
 
     def _start(self) -> None:
-        from multiprocessing import get_context
-
         if self._procs:
             return
-        ctx = get_context("spawn")  # a fresh interpreter: nothing of this process is inherited
         try:
             for i in range(self.workers):
-                parent, child = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"secagg-unmask-{i}")
-                proc.start()
-                child.close()
+                proc, conn = spawn_worker(_worker_main, f"secagg-unmask-{i}")
                 self._procs.append(proc)
-                self._conns.append(parent)
+                self._conns.append(conn)
         except BaseException:
             self.close()
             raise
@@ -186,13 +181,7 @@ class ProcessUnmasker:
         return len(masks)
 
     def close(self) -> None:
-        for conn in self._conns:
-            conn.close()  # the worker reads the end of its pipe and returns
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
+        stop_workers(self._procs, self._conns)
         self._procs, self._conns = [], []
 
 

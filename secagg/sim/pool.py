@@ -41,6 +41,7 @@ import numpy as np
 from secagg import errors
 from secagg.errors import ConfigurationError, SecAggError, WorkerFailed
 from secagg.transport.memory import SERVER, Metered
+from secagg.workers import spawn_worker, stop_workers
 
 CHUNK_BYTES = 1 << 20  # a reply chunk is flushed at this size (or at CHUNK_FRAMES frames)
 CHUNK_FRAMES = 512
@@ -166,22 +167,15 @@ class ClientPool:
     """Worker processes holding the clients of one round; a context manager (``close`` ends them)."""
 
     def __init__(self, specs: list[WorkerSpec]) -> None:
-        from multiprocessing import get_context
-
-        ctx = get_context("spawn")  # a fresh interpreter: no state of this process is inherited
         self.specs = specs
         self._firsts = [s.first for s in specs]
         self._procs, self._conns = [], []
         try:
             for spec in specs:
-                parent, child = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_main, args=(child,), daemon=True,
-                                   name=f"secagg-clients-{spec.first}-{spec.last}")
-                proc.start()
-                child.close()
-                parent.send_bytes(spec.wire())
+                proc, parent = spawn_worker(_worker_main, f"secagg-clients-{spec.first}-{spec.last}")
                 self._procs.append(proc)
                 self._conns.append(parent)
+                parent.send_bytes(spec.wire())
         except BaseException:
             self.close()
             raise
@@ -231,13 +225,7 @@ class ClientPool:
         return [index[id(c)] for c in ready]
 
     def close(self) -> None:
-        for conn in self._conns:
-            conn.close()
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
+        stop_workers(self._procs, self._conns)
         self._conns, self._procs = [], []
 
 
