@@ -121,7 +121,6 @@ class PlausibilityChecks:
         m = agg.contributors
         d = plan.dim
         proxy = m * (plan.local_variance + 0.25) * plan.gamma**2
-        x = math.log(1 / p)
         out = []
 
         def add(name, passed, value, bound, detail):

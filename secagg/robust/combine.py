@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from secagg.errors import ConfigurationError
 from secagg.privacy.checks import l2_norm_bound
 
