@@ -294,7 +294,7 @@ def fit_norm(settings: Settings, groups: int, combiner: str, *, dim: int) -> flo
     size = settings.clients // groups
     plan = group_plan(settings, size, dim)
     p = 1e-6  # simulate_groups' false-alarm rate, for its checks and its combiner
-    proxy = size * (plan.local_variance + 0.25) * plan.gamma**2
+    proxy = plan.error_proxy(size)
     noise = proxy * (dim + FIT_QUANTILE * math.sqrt(2 * dim))  # the noise norm^2, its 99% quantile
     room = l2_norm_bound(size * settings.clip, proxy, dim, p) ** 2 - noise - (size - 1) * settings.clip**2
     norm = math.sqrt(max(room, 0.0))

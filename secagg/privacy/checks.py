@@ -120,7 +120,7 @@ class PlausibilityChecks:
         plan, p = self.plan, self.false_alarm
         m = agg.contributors
         d = plan.dim
-        proxy = m * (plan.local_variance + 0.25) * plan.gamma**2
+        proxy = plan.error_proxy(m)
         out = []
 
         def add(name, passed, value, bound, detail):

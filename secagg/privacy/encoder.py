@@ -134,6 +134,11 @@ class DPPlan:
         """sigma_c^2: each client's noise variance per coordinate, in integer units."""
         return (self.noise_multiplier * self.clip / self.gamma) ** 2 / self.min_clients
 
+    def error_proxy(self, contributors: int) -> float:
+        """V: the per-coordinate variance proxy, in real units, of the decoded sum's error (discrete
+        noise plus rounding) over ``contributors`` clients, m (sigma_c^2 + 1/4) gamma^2."""
+        return contributors * (self.local_variance + 0.25) * self.gamma**2
+
     @property
     def norm_bound(self) -> float:
         """The inflated L2 bound a rounded client vector (without the flag) must meet."""

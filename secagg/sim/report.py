@@ -203,7 +203,7 @@ def build_report(*, config, server, router, mask_expansions, recorder, schedule,
         report = (checks or PlausibilityChecks(privacy)).run(aggregate)
         # Noise and rounding: per-coordinate standard deviation of the decoded sum (rounding's
         # variance is at most 1/4 per client and coordinate).
-        error_std = math.sqrt(m * (privacy.local_variance + 0.25)) * privacy.gamma
+        error_std = math.sqrt(privacy.error_proxy(m))
         acc = privacy.accounting(rounds=1, delta=delta)
         extra = dict(
             dp={"mechanism": privacy.mechanism.value, "clip": privacy.clip,
