@@ -2,16 +2,18 @@
 
 Every round runs in a fresh process (``bench.worker secagg``), so peak memory is the round's own,
 and reports the median of ``--repeat`` runs. Unmaskers: ``serial`` (one core), ``thread`` and
-``process`` (``--workers`` shards; the process pool is started before the round, as a server that
-runs many rounds starts it once), and ``ray`` (a local Ray instance with as many CPUs). The limit
-is ``bench``'s: the server's mask expansions and adds at this machine's single-core AES-CTR and
-add throughput, measured in the same run (bench/README.md); on W cores the expansion part can at
-best divide by W.
+``process`` (``--workers`` of them; the process pool, the default, is started before the round,
+as a server that runs many rounds starts it once), and ``ray`` (a local Ray instance with as many
+CPUs). The limit is ``bench``'s: the server's mask expansions and adds at this machine's
+single-core AES-CTR and add throughput, measured in the same run (bench/README.md); on W cores the
+expansion part can at best divide by W. The floor adds what no server of this protocol avoids on
+one core: deriving each dropped pair's seed (X25519, pair hash, HKDF), timed in the same run.
 
     python3 -m bench.scale [--repeat 3] [--ns 100,300,1000,3000] [--out bench/results]
 
 writes scale.json, scale.md, scale_cores.png (server time against cores at each point, with the
-limit) and scale_n.png (server time against n at d = 10^4, with the limit).
+limit and the floor) and scale_n.png (server time against n at d = 10^4 on 1 core and on the
+2-process pool, with the limit and the floor).
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ CONFIGS = (("serial", 1), ("thread", 2), ("process", 2))
 N_DIM = 10**4
 
 
+def derive_seconds_per_pair(pairs: int = 2000, trials: int = 3) -> float:
+    """Seconds to derive one dropped pair's mask seed (X25519, the pair hash and HKDF), as the
+    server does for each surviving neighbour of a dropped client: best of ``trials`` runs."""
+    from secagg.crypto import kex
+    from secagg.protocol.unmask import DroppedKey, derive
+
+    advert = lambda: (kex.public_key(os.urandom(32)), kex.public_key(os.urandom(32)))  # noqa: E731
+    dropped = DroppedKey(0, os.urandom(32), advert(), tuple((v, *advert()) for v in range(1, pairs + 1)))
+    best = float("inf")
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        for _seed in derive(os.urandom(32), dropped):
+            pass
+        best = min(best, time.perf_counter() - t0)
+    return best / pairs
+
+
 def run_round(clients: int, dim: int, dropout: float, unmasker: str, workers: int, repeat: int,
               limits: dict) -> dict:
     runs = [worker("secagg", "--clients", str(clients), "--dim", str(dim), "--dropout", str(dropout),
@@ -47,6 +66,9 @@ def run_round(clients: int, dim: int, dropout: float, unmasker: str, workers: in
            "degree": first["degree"], "threshold": first["threshold"]}
     row["limit_seconds"] = server_limit(limits, dim, row["server_mask_expansions"], row["survivors"])
     row["ratio_to_limit"] = row["server_seconds"] / row["limit_seconds"]
+    # Every mask the server removes that is not a survivor's self mask is a dropped pair's.
+    row["dropped_pairs"] = row["server_mask_expansions"] - row["survivors"]
+    row["floor_seconds"] = row["limit_seconds"] + row["dropped_pairs"] * limits["derive_seconds_per_pair"]
     return row
 
 
@@ -60,6 +82,9 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     limits = {d: measure_limits(d) for d in sorted({p[1] for p in POINTS} | {N_DIM})}
+    per_pair = derive_seconds_per_pair()
+    for value in limits.values():
+        value["derive_seconds_per_pair"] = per_pair
     rows = []
     for n, d, rate in POINTS:
         configs = CONFIGS + ((("ray", 2),) if not args.no_ray and d == 10**6 else ())
@@ -67,7 +92,7 @@ def main(argv=None) -> None:
             log(f"n={n} d={d:,} dropout={rate}: {unmasker} x{workers} ...")
             rows.append({"part": "points", **run_round(n, d, rate, unmasker, workers, args.repeat, limits[d])})
     for n in (int(x) for x in args.ns.split(",")):
-        for unmasker, workers in (("serial", 1), ("thread", 2)):
+        for unmasker, workers in (("serial", 1), ("process", 2)):
             if n == 1000 and any(r["clients"] == n and r["dim"] == N_DIM and r["unmasker"] == unmasker
                                  for r in rows):
                 continue  # measured above
@@ -87,17 +112,21 @@ def report(rows, limits, args, seconds) -> list[str]:
              f"`python3 -m bench.scale --repeat {args.repeat} --ns {args.ns}`", "",
              "Limit: the server's mask expansions and adds at this machine's single-core AES-CTR ("
              + ", ".join(f"{v['aes_ctr_bytes_per_second'] / 1e9:.2f} GB/s at d = {d:,}" for d, v in limits.items())
-             + ") and add throughput, measured in this run. Speedup: serial server time over this one. "
-             "Worker memory: the largest unmasking pool process's peak RSS.", "",
+             + ") and add throughput, measured in this run. Floor: the limit plus deriving each dropped "
+             "pair's seed (X25519, pair hash, HKDF: "
+             f"{next(iter(limits.values()))['derive_seconds_per_pair'] * 1e6:.0f} us a pair on one core, "
+             "measured in this run), work every server of this protocol does on one core. Speedup: serial "
+             "server time over this one. Worker memory: the largest unmasking pool process's peak RSS.", "",
              "| n | d | dropout | unmasker | workers | server s | unmask phase s | x limit (1 core) "
-             "| speedup | server peak RSS MB | worker peak RSS MB | exact |",
-             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+             "| dropped pairs | floor x limit | speedup | server peak RSS MB | worker peak RSS MB | exact |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     serial = {(r["part"], r["clients"], r["dim"]): r for r in rows if r["unmasker"] == "serial"}
     for r in rows:
         base = serial.get((r["part"], r["clients"], r["dim"]))
         speed = base["server_seconds"] / r["server_seconds"] if base else float("nan")
         lines.append(f"| {r['clients']:,} | {r['dim']:,} | {r['dropout']:.0%} | {r['unmasker']} | {r['workers']} | "
                      f"{r['server_seconds']:.3f} | {r['unmask_phase_seconds']:.3f} | {r['ratio_to_limit']:.2f} | "
+                     f"{r['dropped_pairs']:,} | {r['floor_seconds'] / r['limit_seconds']:.2f} | "
                      f"{speed:.2f} | {mb(r['peak_rss_bytes'])} | "
                      f"{mb(r['unmask_worker_peak_rss_bytes']) if r['unmask_worker_peak_rss_bytes'] else '-'} | "
                      f"{'yes' if r['exact'] else 'NO'} |")
@@ -129,6 +158,7 @@ def plot(rows, out: Path) -> None:
                     label=f"{label} (1 core: serial)")
         limit = here[0]["limit_seconds"]
         ax.plot([1, 2], [limit, limit / 2], "k--", label="limit (AES-CTR + add)")
+        ax.plot([1], [here[0]["floor_seconds"]], "kx", label="floor: limit + dropped pairs' X25519/HKDF")
         ax.set_title(f"n = {n:,}, d = {d:,}")
         ax.set_xlabel("cores")
         ax.set_xticks([1, 2])
@@ -141,12 +171,14 @@ def plot(rows, out: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    sweep = [r for r in rows if r["dim"] == N_DIM and r["unmasker"] in ("serial", "thread")]
-    for unmasker, label in (("serial", "1 core"), ("thread", "2 threads")):
+    sweep = [r for r in rows if r["dim"] == N_DIM and r["unmasker"] in ("serial", "process")]
+    for unmasker, label in (("serial", "1 core"), ("process", "2 processes (the default pool)")):
         line = sorted([r for r in sweep if r["unmasker"] == unmasker], key=lambda r: r["clients"])
         ax.plot([r["clients"] for r in line], [r["server_seconds"] for r in line], marker="o", label=label)
     line = sorted([r for r in sweep if r["unmasker"] == "serial"], key=lambda r: r["clients"])
     ax.plot([r["clients"] for r in line], [r["limit_seconds"] for r in line], "k--", label="limit (1 core)")
+    ax.plot([r["clients"] for r in line], [r["floor_seconds"] for r in line], "k:",
+            label="floor: limit + dropped pairs' X25519/HKDF (1 core)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("clients n")

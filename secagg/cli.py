@@ -70,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--authenticated", action="store_true",
                      help="signed adverts checked against a registry, and a ConsistencyCheck round")
     sim.add_argument("--workers", type=int, default=None,
-                     help="threads the server unmasks on, by coordinate shard (default: every core)")
-    sim.add_argument("--unmasker", choices=["thread", "process", "ray"], default="thread",
-                     help="where the shards run: threads (default), a process pool over shared memory, "
-                          "or Ray tasks (secagg[ray])")
+                     help="workers the server unmasks on, by coordinate shard (default: every core)")
+    sim.add_argument("--unmasker", choices=["process", "thread", "ray"], default="process",
+                     help="where the shards run: a process pool over shared memory (default; it also "
+                          "derives the dropped pairs' seeds), threads, or Ray tasks (secagg[ray])")
     sim.add_argument("--ray-address", default=None, help="a Ray cluster for --unmasker ray (default: local)")
     sim.add_argument("--client-workers", type=int, default=None,
                      help="processes the simulated clients run in (0: this one; default: one per core "
@@ -218,17 +218,21 @@ def cmd_simulate(args) -> int:
     elif bits == "auto":
         raise ConfigurationError("--bits auto picks the width for the privacy layer: add --dp, or give a width")
     metrics = telemetry.from_arguments(args, sys.stderr)
-    report = simulate(
-        args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=bits,
-        value_range=args.value_range, levels=args.levels, adversarial_rate=args.adversarial_rate,
-        dropout_rate=args.dropout_rate, adversary=_adversary(args), full_graph=args.full_graph,
-        threshold=args.threshold, seed=args.seed,
-        progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
-        privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
-        delta=args.delta, authenticated=args.authenticated, on_round=telemetry.simulate_observer(metrics),
-        unmasker=make_unmasker(args.workers, kind=args.unmasker, ray_address=args.ray_address),
-        client_workers=args.client_workers,
-    )
+    unmasker = make_unmasker(args.workers, kind=args.unmasker, ray_address=args.ray_address)
+    try:
+        report = simulate(
+            args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=bits,
+            value_range=args.value_range, levels=args.levels, adversarial_rate=args.adversarial_rate,
+            dropout_rate=args.dropout_rate, adversary=_adversary(args), full_graph=args.full_graph,
+            threshold=args.threshold, seed=args.seed,
+            progress=not (args.json or args.no_progress) and sys.stderr.isatty(),
+            privacy=privacy, checks=checks, malicious=args.malicious, attack=args.attack,
+            delta=args.delta, authenticated=args.authenticated, on_round=telemetry.simulate_observer(metrics),
+            unmasker=unmasker, client_workers=args.client_workers,
+        )
+    finally:
+        if hasattr(unmasker, "close"):
+            unmasker.close()
     telemetry.hold_and_stop(metrics, args.metrics_hold, sys.stderr)
     if args.json:
         print(json.dumps(report.as_dict()))

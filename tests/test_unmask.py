@@ -12,12 +12,15 @@ from secagg.crypto import prg
 from secagg.errors import ConfigurationError
 from secagg.protocol import unmask
 from secagg.protocol.unmask import (
+    DroppedKey,
+    Masks,
     ProcessUnmasker,
     SerialUnmasker,
     ThreadUnmasker,
     make_unmasker,
     pack_masks,
     shard_bounds,
+    split_dropped,
     unpack_masks,
 )
 
@@ -72,6 +75,96 @@ def test_every_unmasker_matches_the_serial_loop(bits, process_unmasker, monkeypa
         assert np.array_equal(got, expected), type(unmasker).__name__
 
 
+def _dropped_masks(owners: int, peers: int) -> Masks:
+    """``owners`` dropped clients with real X25519 keys, each with ``peers`` surviving neighbours."""
+    from secagg.crypto import kex
+
+    gen = np.random.default_rng(7)
+    adverts = {c: (kex.public_key(gen.bytes(32)), kex.public_key(gen.bytes(32))) for c in range(owners + peers)}
+    dropped = tuple(
+        DroppedKey(u, gen.bytes(32), adverts[u], tuple((v, *adverts[v]) for v in range(owners, owners + peers)))
+        for u in range(owners))
+    return Masks(bytes(range(32)), ready=[(gen.bytes(32), -1) for _ in range(5)], dropped=dropped)
+
+
+def test_the_pool_derives_the_dropped_pairs_seeds_as_the_server_would(process_unmasker, monkeypatch):
+    """Split over the workers (a client's pairs may straddle two), the derived masks are the ones
+    iterating the Masks derives in order, and the unmasked sums agree."""
+    from secagg.protocol import keys
+
+    monkeypatch.setattr(unmask, "MIN_PARALLEL_PAIRS", 0)
+    monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
+    masks = _dropped_masks(owners=5, peers=7)
+    serial = list(masks)
+    assert len(serial) == len(masks) == 5 + 35
+    u, (v, c_v, s_v) = masks.dropped[0].owner, masks.dropped[0].peers[0]
+    pair = keys.pair_session(masks.session, u, masks.dropped[0].keys, v, (c_v, s_v))
+    assert serial[5] == (keys.pairwise_mask_seed(masks.dropped[0].private_key, s_v, session=pair, a=u, b=v),
+                         -keys.mask_sign(v, u))
+    assert process_unmasker._derive(masks) == serial
+    base = np.arange(50_000, dtype=np.uint32)
+    expected, got = base.copy(), base.copy()
+    SerialUnmasker()(expected, masks, 32)
+    assert process_unmasker(got, masks, 32) == 40
+    assert np.array_equal(got, expected)
+
+
+def test_servers_in_several_threads_share_one_pool(process_unmasker, monkeypatch):
+    """The default pool serves every server of a process: calls from several threads take turns,
+    and each gets its own sum (never another caller's reply)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
+    cases = []
+    for i in range(6):
+        gen = np.random.default_rng(100 + i)
+        base = gen.integers(0, 2**32, 3000 + 500 * i, dtype=np.uint64).astype(np.uint32)
+        masks = [(gen.bytes(32), 1 if j % 2 else -1) for j in range(3 + i)]
+        expected = base.copy()
+        SerialUnmasker()(expected, masks, 32)
+        cases.append((base, masks, expected))
+
+    def run(case):
+        base, masks, expected = case
+        got = base.copy()
+        process_unmasker(got, masks, 32)
+        return np.array_equal(got, expected)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert all(pool.map(run, cases * 3))
+
+
+def test_split_dropped_balances_pairs_and_keeps_their_order():
+    masks = _dropped_masks(owners=3, peers=5)
+    groups = split_dropped(masks.dropped, 2)
+    assert [sum(len(d.peers) for d in g) for g in groups] == [8, 7]
+    assert [(d.owner, p[0]) for g in groups for d in g for p in d.peers] == \
+        [(d.owner, p[0]) for d in masks.dropped for p in d.peers]
+    assert split_dropped((), 4) == []
+    assert DroppedKey.from_wire(masks.dropped[0].wire()) == masks.dropped[0]
+
+
+def test_a_script_without_a_main_guard_can_use_both_pools(tmp_path):
+    """Workers are fresh interpreters that never import the program's main module, so a script
+    with no ``if __name__ == "__main__":`` runs once and its pools work."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from secagg import simulate\n"
+        "from secagg.protocol import unmask\n"
+        "unmask.MIN_PARALLEL_WORK = unmask.MIN_PARALLEL_PAIRS = 0\n"
+        "u = unmask.ProcessUnmasker(2)\n"
+        "r = simulate(24, 64, dropout=0.2, seed=3, unmasker=u, client_workers=2)\n"
+        "print('RAN', r.exact, len(u.pids))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["RAN", "True", "2"]
+
+
 def test_warm_starts_every_pool_worker_before_the_first_round(monkeypatch):
     monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
     u = ProcessUnmasker(2)
@@ -98,7 +191,7 @@ def test_a_failing_or_vanished_unmasking_worker_is_a_typed_error(monkeypatch):
     u = ProcessUnmasker(2)
     try:
         u.warm()
-        with pytest.raises(WorkerFailed, match="unmasking worker 0 failed"):
+        with pytest.raises(WorkerFailed, match=r"unmasking worker \d failed"):
             u(np.zeros(4096, dtype=np.uint32), [(bytes(31), 1)], 32)  # a 31-byte seed: the worker's error
         u.close()
         u.warm()

@@ -34,7 +34,7 @@ wrong sum is never returned.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import chain
 from operator import itemgetter
 from dataclasses import dataclass, field
@@ -75,7 +75,7 @@ from secagg.messages import (
 )
 from secagg.protocol import keys
 from secagg.protocol.client import IdentityLookups, advert_fault, self_mask_commitment
-from secagg.protocol.unmask import ThreadUnmasker
+from secagg.protocol.unmask import DroppedKey, Masks, default_unmasker
 from secagg.protocol.rounds import (
     PEER_AWAIT,
     PEER_ENDED,
@@ -130,13 +130,14 @@ class Server:
         the round's keys are read in one query. ``config_signature``: the operator's signature
         over ``config`` (``keys.sign_config``), which the server relays. Both are required in
         authenticated rounds; the server holds no key of its own. ``unmasker``: how the last phase
-        removes the masks (``secagg.protocol.unmask``; default ``ThreadUnmasker()``: every core)."""
+        removes the masks (``secagg.protocol.unmask``; default ``default_unmasker()``: the process's
+        shared pool on every core)."""
         self.config = config
         if config.authenticated and (identities is None or not config_signature):
             raise ConfigurationError("an authenticated round needs the registry's identities lookup "
                                      "and the operator's signature over the config")
         self._config_signature = config_signature
-        self._unmasker = unmasker if unmasker is not None else ThreadUnmasker()
+        self._unmasker = unmasker if unmasker is not None else default_unmasker()
         self._session = keys.session_hash(config, config_signature)
         self._identities = None if identities is None else IdentityLookups(identities)
         self._phase_close = PHASE_CLOSE_AUTHENTICATED if config.authenticated else PHASE_CLOSE
@@ -609,19 +610,15 @@ class Server:
         seeds = [rec.secret for rec in recoveries[: len(survivors)]]
         private_keys = [rec.secret for rec in recoveries[len(survivors):]]
         cfg = self.config
-
-        def masks():
-            for seed in seeds:
-                yield seed, -1
-            for u, sk in zip(dropped, private_keys):
-                key = kex.load_private(sk)
-                for v in self._live_neighbours(u, self._u3):
-                    pair = keys.pair_session(self._session, u, self._keys_of(u), v, self._keys_of(v))
-                    seed = keys.pairwise_mask_seed(key, self._advertised[v].mask_key, session=pair, a=u, b=v)
-                    yield seed, -keys.mask_sign(v, u)  # v added sign(v, u) * PRG(s_uv)
+        # v added sign(v, u) * PRG(s_uv) for each dropped neighbour u: the unmasker derives s_uv
+        # from u's recovered key (on the pool's workers when there are many pairs).
+        masks = Masks(self._session, ready=[(seed, -1) for seed in seeds], dropped=tuple(
+            DroppedKey(u, sk, self._keys_of(u),
+                       tuple((v, *self._keys_of(v)) for v in self._live_neighbours(u, self._u3)))
+            for u, sk in zip(dropped, private_keys)))
 
         total = self._accumulator
-        expansions = self._unmasker(total, masks(), cfg.bits)
+        expansions = self._unmasker(total, masks, cfg.bits)
         self._accumulator = None
         self._result = RoundResult(
             config=cfg,

@@ -202,9 +202,7 @@ class ClientPool:
             data = self._conns[worker].recv_bytes()
         except (EOFError, OSError):
             raise WorkerFailed(f"client worker {worker} ended unexpectedly (exit code "
-                               f"{self._procs[worker].exitcode}); a script that starts workers must "
-                               "call simulate under `if __name__ == '__main__':`, since each worker "
-                               "imports the main module afresh") from None
+                               f"{self._procs[worker].exitcode})") from None
         try:
             kind, body = cbor2.loads(data)
         except (ValueError, cbor2.CBORDecodeError) as exc:
