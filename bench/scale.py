@@ -1,7 +1,9 @@
 """Scaling the server: its time against this machine's limit on 1 and 2 cores, against n, with Ray.
 
 Every round runs in a fresh process (``bench.worker secagg``), so peak memory is the round's own,
-and reports the median of ``--repeat`` runs. Unmaskers: ``serial`` (one core), ``thread`` and
+and reports the median of ``--repeat`` runs; at each point the configs run interleaved within each
+repeat, with the same seed, and the speedups are the medians of those paired ratios (whole-round
+server times vary by about 20% from run to run on this machine). Unmaskers: ``serial`` (one core), ``thread`` and
 ``process`` (``--workers`` of them; the process pool, the default, is started before the round,
 as a server that runs many rounds starts it once), and ``ray`` (a local Ray instance with as many
 CPUs). The limit is ``bench``'s: the server's mask expansions and adds at this machine's
@@ -50,20 +52,37 @@ def derive_seconds_per_pair(pairs: int = 2000, trials: int = 3) -> float:
     return best / pairs
 
 
-def run_round(clients: int, dim: int, dropout: float, unmasker: str, workers: int, repeat: int,
-              limits: dict) -> dict:
-    runs = [worker("secagg", "--clients", str(clients), "--dim", str(dim), "--dropout", str(dropout),
-                   "--seed", str(i + 1), "--unmasker", unmasker, "--workers", str(workers))
-            for i in range(repeat)]
+def run_point(clients: int, dim: int, dropout: float, configs, repeat: int, limits: dict, log) -> list[dict]:
+    """Every (unmasker, workers) config at one point, ``repeat`` times, the configs interleaved
+    within each repeat (same seed), so that drift on the machine hits them alike; one row per
+    config. ``paired_speedup``: the median over repeats of serial time over this config's."""
+    runs: dict[tuple[str, int], list[dict]] = {config: [] for config in configs}
+    for i in range(repeat):
+        for unmasker, workers in configs:
+            log(f"n={clients:,} d={dim:,} dropout={dropout}: {unmasker} x{workers}, run {i + 1}/{repeat} ...")
+            runs[(unmasker, workers)].append(
+                worker("secagg", "--clients", str(clients), "--dim", str(dim), "--dropout", str(dropout),
+                       "--seed", str(i + 1), "--unmasker", unmasker, "--workers", str(workers)))
+    serial = runs.get(("serial", 1))
+    return [summarise(clients, dim, dropout, unmasker, workers, these, serial, limits)
+            for (unmasker, workers), these in runs.items()]
+
+
+def summarise(clients, dim, dropout, unmasker, workers, runs, serial, limits) -> dict:
     first = runs[0]
     row = {"clients": clients, "dim": dim, "dropout": dropout, "unmasker": unmasker, "workers": workers,
-           "repeats": repeat, "exact": all(r["exact"] for r in runs),
+           "repeats": len(runs), "exact": all(r["exact"] for r in runs),
            "server_seconds": statistics.median(r["server_seconds"] for r in runs),
+           "server_seconds_each": [r["server_seconds"] for r in runs],
            "unmask_phase_seconds": statistics.median(r["phase_seconds"]["Unmask"]["server"] for r in runs),
            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
            "unmask_worker_peak_rss_bytes": max((max(r["unmask_worker_peak_rss_bytes"], default=0) for r in runs), default=0),
            "server_mask_expansions": first["server_mask_expansions"], "survivors": first["survivors"],
            "degree": first["degree"], "threshold": first["threshold"]}
+    if serial:
+        row["paired_speedup"] = statistics.median(s["server_seconds"] / r["server_seconds"] for s, r in zip(serial, runs))
+        row["paired_unmask_speedup"] = statistics.median(
+            s["phase_seconds"]["Unmask"]["server"] / r["phase_seconds"]["Unmask"]["server"] for s, r in zip(serial, runs))
     row["limit_seconds"] = server_limit(limits, dim, row["server_mask_expansions"], row["survivors"])
     row["ratio_to_limit"] = row["server_seconds"] / row["limit_seconds"]
     # Every mask the server removes that is not a survivor's self mask is a dropped pair's.
@@ -88,16 +107,12 @@ def main(argv=None) -> None:
     rows = []
     for n, d, rate in POINTS:
         configs = CONFIGS + ((("ray", 2),) if not args.no_ray and d == 10**6 else ())
-        for unmasker, workers in configs:
-            log(f"n={n} d={d:,} dropout={rate}: {unmasker} x{workers} ...")
-            rows.append({"part": "points", **run_round(n, d, rate, unmasker, workers, args.repeat, limits[d])})
+        rows += [{"part": "points", **row} for row in run_point(n, d, rate, configs, args.repeat, limits[d], log)]
     for n in (int(x) for x in args.ns.split(",")):
-        for unmasker, workers in (("serial", 1), ("process", 2)):
-            if n == 1000 and any(r["clients"] == n and r["dim"] == N_DIM and r["unmasker"] == unmasker
-                                 for r in rows):
-                continue  # measured above
-            log(f"n={n} d={N_DIM:,}: {unmasker} x{workers} ...")
-            rows.append({"part": "n", **run_round(n, N_DIM, 0.1, unmasker, workers, args.repeat, limits[N_DIM])})
+        if n == 1000 and any((r["clients"], r["dim"]) == (n, N_DIM) for r in rows):
+            continue  # measured above
+        rows += [{"part": "n", **row} for row in
+                 run_point(n, N_DIM, 0.1, (("serial", 1), ("process", 2)), args.repeat, limits[N_DIM], log)]
     seconds = time.perf_counter() - started
     lines = report(rows, limits, args, seconds)
     write_results(args.out, "scale", rows, lines)
@@ -115,19 +130,19 @@ def report(rows, limits, args, seconds) -> list[str]:
              + ") and add throughput, measured in this run. Floor: the limit plus deriving each dropped "
              "pair's seed (X25519, pair hash, HKDF: "
              f"{next(iter(limits.values()))['derive_seconds_per_pair'] * 1e6:.0f} us a pair on one core, "
-             "measured in this run), work every server of this protocol does on one core. Speedup: serial "
-             "server time over this one. Worker memory: the largest unmasking pool process's peak RSS.", "",
+             "measured in this run), work every server of this protocol does on one core. Speedups: the "
+             "median over repeats of the serial round's time over this config's, the configs run "
+             "interleaved with the same seeds (whole server; unmask phase). Worker memory: the largest "
+             "unmasking pool process's peak RSS.", "",
              "| n | d | dropout | unmasker | workers | server s | unmask phase s | x limit (1 core) "
-             "| dropped pairs | floor x limit | speedup | server peak RSS MB | worker peak RSS MB | exact |",
-             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
-    serial = {(r["part"], r["clients"], r["dim"]): r for r in rows if r["unmasker"] == "serial"}
+             "| dropped pairs | floor x limit | speedup | unmask speedup | server peak RSS MB | worker peak RSS MB | exact |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in rows:
-        base = serial.get((r["part"], r["clients"], r["dim"]))
-        speed = base["server_seconds"] / r["server_seconds"] if base else float("nan")
         lines.append(f"| {r['clients']:,} | {r['dim']:,} | {r['dropout']:.0%} | {r['unmasker']} | {r['workers']} | "
                      f"{r['server_seconds']:.3f} | {r['unmask_phase_seconds']:.3f} | {r['ratio_to_limit']:.2f} | "
                      f"{r['dropped_pairs']:,} | {r['floor_seconds'] / r['limit_seconds']:.2f} | "
-                     f"{speed:.2f} | {mb(r['peak_rss_bytes'])} | "
+                     f"{r.get('paired_speedup', float('nan')):.2f} | "
+                     f"{r.get('paired_unmask_speedup', float('nan')):.2f} | {mb(r['peak_rss_bytes'])} | "
                      f"{mb(r['unmask_worker_peak_rss_bytes']) if r['unmask_worker_peak_rss_bytes'] else '-'} | "
                      f"{'yes' if r['exact'] else 'NO'} |")
     ray = [r for r in rows if r["unmasker"] == "ray"]

@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     SerialUnmasker()(expected, masks, 32)
     rows = [{"unmasker": "aes-ctr alone (1 core)", "workers": 1, "seconds": limit}]
     process = ProcessUnmasker(2)
-    process(base.copy(), masks[:2], 32)  # the pool starts once, not per round
+    process.warm()  # the pool starts once, not per round
     for name, unmasker in (("serial", SerialUnmasker()), ("threads", ThreadUnmasker(2)), ("processes", process)):
         target = base.copy()
         unmasker(target, masks, 32)

@@ -244,7 +244,7 @@ def full_graph_parameters(
     if adversary is AdversaryClass.SEMI_HONEST:
         rule = f"t > n_corrupt = floor(gamma * n) = {minimum - 1}"
     else:
-        rule = f"t > (n + n_corrupt) / 2, n_corrupt = floor(gamma * n)"
+        rule = "t > (n + n_corrupt) / 2, n_corrupt = floor(gamma * n)"
     if threshold < minimum:
         raise ConfigurationError(
             f"threshold {threshold} is too low for privacy against a {adversary.value} server "

@@ -237,8 +237,19 @@ def test_ray_tasks_unmask_like_the_serial_loop():
     try:
         unmasker = make_unmasker(3, ray_address=None, kind="ray", num_cpus=2, include_dashboard=False,
                                  log_to_driver=False)
+        unmasker.warm()
         got = base.copy()
         assert unmasker(got, masks, 32) == 5
+        assert np.array_equal(got, expected)
+        # Dropped pairs' seeds derived as Ray tasks (the threshold lowered so a few pairs do).
+        dropped = _dropped_masks(owners=3, peers=4)
+        expected, got = base.copy(), base.copy()
+        SerialUnmasker()(expected, dropped, 32)
+        unmask.MIN_PARALLEL_PAIRS, saved = 0, unmask.MIN_PARALLEL_PAIRS
+        try:
+            assert unmasker(got, dropped, 32) == 5 + 12
+        finally:
+            unmask.MIN_PARALLEL_PAIRS = saved
         assert np.array_equal(got, expected)
     finally:
         ray.shutdown()

@@ -142,6 +142,12 @@ def derive(session: bytes, dropped: DroppedKey):
         yield keys.pairwise_mask_seed(key, s_v, session=pair, a=u, b=v), -keys.mask_sign(v, u)
 
 
+def derive_packed(session: bytes, dropped_wire: list) -> bytes:
+    """``derive`` for each ``DroppedKey.wire()`` in ``dropped_wire``, packed (``pack_masks``): what
+    a pool worker or a Ray task returns."""
+    return pack_masks(m for item in dropped_wire for m in derive(session, DroppedKey.from_wire(item)))
+
+
 def split_dropped(dropped, parts: int) -> list[list[DroppedKey]]:
     """``dropped`` in at most ``parts`` groups of about equal pair counts (a client's pairs may
     split between groups), in order."""
@@ -217,11 +223,20 @@ class ProcessUnmasker:
                 self._warm()
 
     def _warm(self) -> None:
+        """Each worker maps a small segment once: what its first shard would start (before Python
+        3.13, its own resource tracker process) starts here, not in a round."""
+        from multiprocessing import shared_memory
+
         self._start()
-        for w in range(len(self._conns)):
-            self._send(w, ["ready", None])
-        for w in range(len(self._conns)):
-            self._receive(w)
+        shm = shared_memory.SharedMemory(create=True, size=16)
+        try:
+            for w in range(len(self._conns)):
+                self._send(w, ["ready", shm.name])
+            for w in range(len(self._conns)):
+                self._receive(w)
+        finally:
+            shm.close()
+            shm.unlink()
 
     def _start(self) -> None:
         if self._procs:
@@ -282,8 +297,9 @@ class ProcessUnmasker:
         for w in range(parts):
             self._send(w, ["partial", [masks.session, target.dtype.str, target.size, pack_masks(ready[w]),
                                        [d.wire() for d in dropped[w]], bits]])
-        for w in range(parts):
-            np.add(target, np.frombuffer(self._receive(w), dtype=target.dtype), out=target)
+        partials = [self._receive(w) for w in range(parts)]  # all of them before touching the sum
+        for partial in partials:
+            np.add(target, np.frombuffer(partial, dtype=target.dtype), out=target)
         if bits not in (32, 64):
             np.bitwise_and(target, target.dtype.type((1 << bits) - 1), out=target)
 
@@ -324,7 +340,8 @@ class ProcessUnmasker:
 
 
 def _worker_main(conn) -> None:
-    """An unmasking worker: answers ["ready", None], ["derive", [session, dropped keys]] (the
+    """An unmasking worker: answers ["ready", segment name] (it maps the segment once),
+    ["partial", args] (its part of the masks, expanded into a sum of its own), ["derive", [session, dropped keys]] (the
     packed (seed, sign) masks) and ["shard", args] with ["ok", ...] or ["failed", traceback] until
     its pipe ends."""
     import traceback
@@ -336,6 +353,7 @@ def _worker_main(conn) -> None:
             return
         try:
             if kind == "ready":
+                attach_shared_memory(body).close()
                 reply = ["ok", os.getpid()]
             elif kind == "partial":
                 session, dtype, size, ready, dropped, bits = body
@@ -343,8 +361,7 @@ def _worker_main(conn) -> None:
                 apply_range(partial, 0, Masks(session, unpack_masks(ready), tuple(map(DroppedKey.from_wire, dropped))), bits)
                 reply = ["ok", partial.tobytes()]
             elif kind == "derive":
-                session, dropped = body
-                reply = ["ok", pack_masks(m for item in dropped for m in derive(session, DroppedKey.from_wire(item)))]
+                reply = ["ok", derive_packed(*body)]
             elif kind == "shard":
                 reply = ["ok", _process_shard(*body)]
             else:
@@ -368,7 +385,8 @@ def _process_shard(name: str, dtype: str, size: int, start: int, stop: int, blob
 class RayUnmasker:
     """Shards as Ray tasks on the cluster at ``address`` (``None``: a local Ray instance;
     ``ray.init`` is called once if Ray is not yet initialised). ``shards`` defaults to the
-    cluster's CPU count."""
+    cluster's CPU count. With ``MIN_PARALLEL_PAIRS`` dropped pairs or more, their seeds are
+    derived first, as one Ray task per shard."""
 
     def __init__(self, address: str | None = None, shards: int | None = None, **init_kwargs) -> None:
         try:
@@ -380,19 +398,30 @@ class RayUnmasker:
         self._ray = ray
         self.workers = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(_ray_shard)
+        self._derive_task = ray.remote(derive_packed)
 
     def warm(self) -> None:
         """Start one worker per shard and import what a shard needs there."""
-        self._ray.get([self._ray.remote(os.getpid).remote() for _ in range(self.workers)])
+        pid = self._ray.remote(_pid)
+        self._ray.get([pid.remote() for _ in range(self.workers)])
 
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
-        masks = list(masks)
+        if isinstance(masks, Masks) and masks.pairs >= MIN_PARALLEL_PAIRS:
+            groups = split_dropped(masks.dropped, self.workers)
+            blobs = self._ray.get([self._derive_task.remote(masks.session, [d.wire() for d in g]) for g in groups])
+            masks = masks.ready + [m for b in blobs for m in unpack_masks(b)]
+        else:
+            masks = list(masks)
         blob = self._ray.put(pack_masks(masks))
         bounds = shard_bounds(target.size, target.dtype, self.workers)
         futures = [self._task.remote(target[a:b], a, blob, bits) for a, b in bounds]
         for (a, b), shard in zip(bounds, self._ray.get(futures)):
             target[a:b] = shard
         return len(masks)
+
+
+def _pid() -> int:
+    return os.getpid()
 
 
 def _ray_shard(shard: np.ndarray, start: int, blob: bytes, bits: int) -> np.ndarray:
