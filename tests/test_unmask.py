@@ -182,6 +182,18 @@ def test_warm_starts_every_pool_worker_before_the_first_round(monkeypatch):
         u.close()
     SerialUnmasker().warm()
     ThreadUnmasker(2).warm()  # nothing to start
+    u = ProcessUnmasker(2)
+    try:
+        u.start()  # spawns without waiting; the first call then finds them running
+        started = set(u.pids)
+        assert len(started) == 2
+        base = np.arange(4096, dtype=np.uint32)
+        expected = base.copy()
+        SerialUnmasker()(expected, [(bytes(32), -1)], 32)
+        u(base, [(bytes(32), -1)], 32)
+        assert np.array_equal(base, expected) and set(u.pids) == started
+    finally:
+        u.close()
 
 
 def test_a_failing_or_vanished_unmasking_worker_is_a_typed_error(monkeypatch):

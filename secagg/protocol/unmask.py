@@ -238,6 +238,14 @@ class ProcessUnmasker:
             shm.close()
             shm.unlink()
 
+    def start(self) -> None:
+        """Spawn the workers without waiting for them: they import while the round runs, so the
+        round that needs them does not wait for a cold start (``warm`` also waits until each is
+        ready)."""
+        if self.workers > 1:
+            with self._lock:
+                self._start()
+
     def _start(self) -> None:
         if self._procs:
             return
