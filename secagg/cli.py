@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--authenticated", action="store_true",
                      help="signed adverts checked against a registry, and a ConsistencyCheck round")
     sim.add_argument("--workers", type=int, default=None,
-                     help="workers the server unmasks on, by coordinate shard (default: every core)")
+                     help="workers the server unmasks on (default: every core)")
     sim.add_argument("--unmasker", choices=["process", "thread", "ray"], default="process",
                      help="where the shards run: a process pool over shared memory (default; it also "
                           "derives the dropped pairs' seeds), threads, or Ray tasks (secagg[ray])")
@@ -190,7 +190,7 @@ def _dp_options(args) -> None:
 
 
 def cmd_simulate(args) -> int:
-    from secagg.protocol.unmask import MIN_PARALLEL_WORK, make_unmasker
+    from secagg.protocol.unmask import make_unmasker
 
     privacy = checks = None
     _dp_options(args)
@@ -219,8 +219,6 @@ def cmd_simulate(args) -> int:
         raise ConfigurationError("--bits auto picks the width for the privacy layer: add --dp, or give a width")
     metrics = telemetry.from_arguments(args, sys.stderr)
     unmasker = make_unmasker(args.workers, kind=args.unmasker, ray_address=args.ray_address)
-    if hasattr(unmasker, "start") and args.clients * args.dim >= MIN_PARALLEL_WORK:
-        unmasker.start()  # big enough to use the pool: its workers import while the clients work
     try:
         report = simulate(
             args.clients, args.dim, dropout=args.dropout, drop_stage=args.drop_stage, bits=bits,

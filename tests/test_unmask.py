@@ -219,6 +219,22 @@ def test_a_failing_or_vanished_unmasking_worker_is_a_typed_error(monkeypatch):
         u.close()
 
 
+def test_a_round_big_enough_for_the_pool_starts_it_with_the_round():
+    """Server.start spawns the pool's workers (without waiting) when the round's clients times
+    its dimension reach MIN_PARALLEL_WORK, so they import while the clients work; a smaller
+    round starts nothing."""
+    from secagg.protocol.server import Server
+    from tests.harness import make_config
+
+    for clients, dim, started in ((10, 1000, 0), (10, -(-unmask.MIN_PARALLEL_WORK // 10), 2)):
+        u = ProcessUnmasker(2)
+        try:
+            Server(make_config(clients, dim, label="pool-start"), unmasker=u).start()
+            assert len(u.pids) == started
+        finally:
+            u.close()
+
+
 def test_a_round_is_exact_with_a_sharded_server(monkeypatch):
     monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
     from tests.harness import Harness, make_config

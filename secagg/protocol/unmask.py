@@ -240,8 +240,8 @@ class ProcessUnmasker:
 
     def start(self) -> None:
         """Spawn the workers without waiting for them: they import while the round runs, so the
-        round that needs them does not wait for a cold start (``warm`` also waits until each is
-        ready)."""
+        round that needs them does not wait for a cold start (``Server.start`` calls it for a
+        round big enough to use the pool; ``warm`` also waits until each is ready)."""
         if self.workers > 1:
             with self._lock:
                 self._start()
@@ -349,9 +349,9 @@ class ProcessUnmasker:
 
 def _worker_main(conn) -> None:
     """An unmasking worker: answers ["ready", segment name] (it maps the segment once),
-    ["partial", args] (its part of the masks, expanded into a sum of its own), ["derive", [session, dropped keys]] (the
-    packed (seed, sign) masks) and ["shard", args] with ["ok", ...] or ["failed", traceback] until
-    its pipe ends."""
+    ["partial", args] (its part of the masks, expanded into a sum of its own), ["derive",
+    [session, dropped keys]] (the packed (seed, sign) masks) and ["shard", args] with ["ok", ...]
+    or ["failed", traceback] until its pipe ends."""
     import traceback
 
     while True:
