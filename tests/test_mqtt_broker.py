@@ -58,6 +58,15 @@ async def assert_quiet(mqtt: aiomqtt.Client, seconds: float = QUIET_SECONDS) -> 
     pytest.fail(f"unexpected message on {message.topic}: {message.payload!r}")
 
 
+def broker_logged(broker, text: str, seconds: float = 5.0) -> str:
+    """Wait until the broker's log tail holds ``text`` (the broker may write its reason a moment
+    after the client saw the connection close); return the tail either way, for the assert."""
+    deadline = time.monotonic() + seconds
+    while text not in (tail := broker.log_tail()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return tail
+
+
 def test_client_publishes_to_its_own_up_topic_and_the_server_receives_it(broker):
     async def scenario():
         async with client(broker, "server") as server:
@@ -90,7 +99,7 @@ def test_client_cannot_publish_as_another_client(broker):
             assert (str(message.topic), message.payload) == ("secagg/s/0/up/1", b"marker")
             await assert_quiet(server)
     run(scenario())
-    assert "Bad socket read/write" in broker.log_tail()
+    assert "Bad socket read/write" in broker_logged(broker, "Bad socket read/write")
 
 
 def test_client_cannot_read_another_clients_down_topic(broker):
@@ -151,20 +160,23 @@ def refused(broker, context: ssl.SSLContext | None) -> str:
 
 # In TLS 1.3 the client's handshake ends before the broker has checked the client's certificate;
 # the broker then sends its alert and closes. Whether the client reads the alert first, or finds
-# the socket already closed (EOF) or reset (its CONNECT was still unread), is a race. The broker's
-# log says why it refused; the client's log must show a TLS-level failure and no CONNACK.
-_HANDSHAKE_REFUSED = ("alert unknown ca", "EOF occurred in violation of protocol",
-                      "Connection reset by peer")
+# the socket already closed (EOF) or reset (its CONNECT still unread), is a race: under load CI
+# saw the EOF. So the broker's log says why it refused, and the client's log must show the
+# alert or a closed connection, and no CONNACK.
+_CLOSED = ("EOF occurred in violation of protocol", "Connection reset by peer")
+
+
+def assert_refused_by_broker(client_log: str, alert: str) -> None:
+    assert any(s in client_log.lower() for s in (alert, *map(str.lower, _CLOSED))), client_log
+    assert "CONNACK" not in client_log, client_log
 
 
 def test_a_certificate_from_another_ca_is_refused_at_the_handshake(broker, tmp_path):
     other = write_broker_config(tmp_path / "other", clients=[1], port=free_port())
     # The broker is authenticated with the right CA; only the client's certificate is foreign.
     context = tls_context(broker.files.ca_cert, other.client_cert(1), other.client_key(1))
-    client_log = refused(broker, context)
-    assert any(symptom in client_log for symptom in _HANDSHAKE_REFUSED), client_log
-    assert "CONNACK" not in client_log
-    assert "certificate verify failed" in broker.log_tail()
+    assert_refused_by_broker(refused(broker, context), "alert unknown ca")
+    assert "certificate verify failed" in broker_logged(broker, "certificate verify failed")
 
 
 def test_a_client_refuses_a_broker_certified_by_another_ca(broker, tmp_path):
@@ -179,14 +191,15 @@ def test_a_client_refuses_a_broker_certified_by_another_ca(broker, tmp_path):
 
 
 def test_a_plain_tcp_connection_is_refused(broker):
-    assert "Connection reset by peer" in refused(broker, None)
-    assert "wrong version number" in broker.log_tail()
+    assert_refused_by_broker(refused(broker, None), "connection reset by peer")
+    assert "wrong version number" in broker_logged(broker, "wrong version number")
 
 
 def test_a_tls_connection_without_a_client_certificate_is_refused(broker):
     context = ssl.create_default_context(cafile=str(broker.files.ca_cert))
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    assert "certificate required" in refused(broker, context).lower()
+    assert_refused_by_broker(refused(broker, context), "certificate required")
+    assert "peer did not return a certificate" in broker_logged(broker, "peer did not return a certificate")
 
 
 _WILL_CLIENT = """
