@@ -60,9 +60,20 @@ def process_unmasker():
     u.close()
 
 
+# The pool's two ways of splitting the work, forced through its thresholds.
+SPLITS = {"masks": dict(SPLIT_BY_MASKS_BYTES=1 << 62), "shards": dict(SPLIT_BY_MASKS_BYTES=0)}
+
+
+def force_split(monkeypatch, split: str) -> None:
+    for name, value in SPLITS[split].items():
+        monkeypatch.setattr(unmask, name, value)
+
+
+@pytest.mark.parametrize("split", sorted(SPLITS))
 @pytest.mark.parametrize("bits", [32, 20, 64])
-def test_every_unmasker_matches_the_serial_loop(bits, process_unmasker, monkeypatch):
+def test_every_unmasker_matches_the_serial_loop(bits, split, process_unmasker, monkeypatch):
     monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)  # shard even this small case
+    force_split(monkeypatch, split)
     dtype = np.uint64 if bits > 32 else np.uint32
     gen = np.random.default_rng(bits)
     base = gen.integers(0, 2**bits - 1, 100_003, dtype=np.uint64).astype(dtype)
@@ -87,13 +98,15 @@ def _dropped_masks(owners: int, peers: int) -> Masks:
     return Masks(bytes(range(32)), ready=[(gen.bytes(32), -1) for _ in range(5)], dropped=dropped)
 
 
-def test_the_pool_derives_the_dropped_pairs_seeds_as_the_server_would(process_unmasker, monkeypatch):
+@pytest.mark.parametrize("split", sorted(SPLITS))
+def test_the_pool_derives_the_dropped_pairs_seeds_as_the_server_would(split, process_unmasker, monkeypatch):
     """Split over the workers (a client's pairs may straddle two), the derived masks are the ones
     iterating the Masks derives in order, and the unmasked sums agree."""
     from secagg.protocol import keys
 
     monkeypatch.setattr(unmask, "MIN_PARALLEL_PAIRS", 0)
     monkeypatch.setattr(unmask, "MIN_PARALLEL_WORK", 0)
+    force_split(monkeypatch, split)
     masks = _dropped_masks(owners=5, peers=7)
     serial = list(masks)
     assert len(serial) == len(masks) == 5 + 35
@@ -107,6 +120,28 @@ def test_the_pool_derives_the_dropped_pairs_seeds_as_the_server_would(process_un
     SerialUnmasker()(expected, masks, 32)
     assert process_unmasker(got, masks, 32) == 40
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("d", "count", "pairs", "split"), [
+    (1_000, 4_000, 0, "serial"),  # 4 M mask-words: below MIN_PARALLEL_WORK
+    (1_000, 100, 127, "serial"),  # 127 dropped pairs: derived in the server
+    (1_000, 100, 128, "masks"),  # little expansion, but 128 dropped pairs to derive
+    (2_000, 4_000, 0, "masks"),  # many short masks: each set up once, in one worker
+    (100_000, 100, 0, "masks"),  # 400 KB of sum
+    (300_000, 100, 0, "shards"),  # 1.2 MB: above SPLIT_BY_MASKS_BYTES
+])
+def test_the_pool_splits_small_sums_by_mask_and_large_ones_by_coordinate(d, count, pairs, split, monkeypatch):
+    """The choice the thresholds make (checked with ``bench.unmask --sweep``), seen without a pool."""
+    pool = ProcessUnmasker(2)
+    chosen = []
+    monkeypatch.setattr(pool, "_start", lambda: None)
+    monkeypatch.setattr(pool, "_by_masks", lambda *a: chosen.append("masks"))
+    monkeypatch.setattr(pool, "_by_shards", lambda *a: chosen.append("shards"))
+    monkeypatch.setattr(pool, "_derive", list)
+    monkeypatch.setattr(unmask, "apply_range", lambda *a: chosen.append("serial"))
+    dropped = (DroppedKey(1, bytes(32), (bytes(32), bytes(32)), ((2, bytes(32), bytes(32)),) * pairs),)
+    pool(np.zeros(d, dtype=np.uint32), Masks(b"", ready=[(bytes(32), 1)] * count, dropped=dropped[:bool(pairs)]), 32)
+    assert chosen == [split]
 
 
 def test_servers_in_several_threads_share_one_pool(process_unmasker, monkeypatch):

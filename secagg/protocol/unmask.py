@@ -54,11 +54,15 @@ from secagg.protocol.masking import apply_masks
 from secagg.workers import attach_shared_memory, exchange_lock, spawn_worker, stop_workers
 
 MIN_PARALLEL_WORK = 1 << 22  # mask-words: below this, one thread
-MIN_PARALLEL_PAIRS = 256  # dropped pairs: below this the pool derives their seeds in the server
+MIN_PARALLEL_PAIRS = 128  # dropped pairs: below this the pool derives their seeds in the server
 # Up to this size of the sum the pool splits the masks, not the coordinates: each worker derives
 # and expands a part of the masks into a sum of its own (at most this big) and returns it. Setting
 # up one AES key costs as much as expanding about 10^4 words, so coordinate shards, which set up
-# every mask in every worker, gain little there.
+# every mask in every worker, gain little there. The three thresholds were checked with
+# ``python3 -m bench.unmask --sweep`` (bench/results/unmask_sweep.md): on 2 cores the pool gained
+# over serial from about 4 M mask-words (30 to 1,000 masks) and from 128 dropped pairs; up to
+# 1 MiB split masks beat or tied shards, and what the thresholds pick came within noise of the
+# fastest forced choice.
 SPLIT_BY_MASKS_BYTES = 1 << 20
 SIGN_BYTE = {1: b"\x01", -1: b"\x00"}
 
