@@ -239,7 +239,7 @@ def scrape_while_it_holds(proc, timeout=90):
 def test_simulate_serves_metrics_while_it_holds():
     proc = subprocess.Popen(
         [sys.executable, "-m", "secagg", "simulate", "--clients", "20", "--dim", "50", "--dropout", "0.2",
-         "--seed", "1", "--json", "--metrics-port", "0", "--metrics-hold", "3"],
+         "--seed", "1", "--json", "--metrics-port", "0", "--metrics-hold", "8"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     samples, out = scrape_while_it_holds(proc)
     assert proc.returncode == 0
@@ -259,8 +259,8 @@ def test_serve_over_mqtt_counts_a_client_killed_in_masked_input(broker, tmp_path
         serve = subprocess.Popen(
             [sys.executable, "-m", "secagg", "serve", "--broker", f"{broker.host}:{broker.port}",
              "--tls", str(broker.files.directory), "--clients", str(N), "--dim", str(D),
-             "--dropout-rate", "0.2", "--phase-timeout", "20", "--json",
-             "--metrics-port", "0", "--metrics-hold", "3"],
+             "--dropout-rate", "0.2", "--phase-timeout", "40", "--json",
+             "--metrics-port", "0", "--metrics-hold", "8"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         samples, out = scrape_while_it_holds(serve)
     finally:

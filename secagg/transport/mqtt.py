@@ -26,7 +26,9 @@ drops one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ QOS = 1
 # broker's max_packet_size (secagg broker-config writes 64 MiB: d up to about 16 million
 # coordinates at 32 bits).
 MAX_FRAME_BYTES = 64 * 2**20 - 1024
-PUBLISH_TIMEOUT = 60.0  # seconds for the broker to acknowledge one QoS 1 publish
+ACK_TIMEOUT = 60.0  # seconds for the broker to acknowledge one QoS 1 publish, subscribe or unsubscribe
 
 
 def _require_aiomqtt():
@@ -167,7 +169,7 @@ class Link:
                 async with connect(self.broker, self.identity, will_client=self.will_client,
                                    timeout=min(self.connect_timeout, 1.5), generation=generation) as mqtt:
                     for topic in self._subscriptions:
-                        await mqtt.subscribe(topic, qos=QOS)
+                        await mqtt.subscribe(topic, qos=QOS, timeout=ACK_TIMEOUT)
                     if self.will_client is not None:
                         await mqtt.publish(lost_topic(self.will_client), presence(b"U", generation), qos=QOS)
                     self._mqtt = mqtt
@@ -186,11 +188,11 @@ class Link:
             await asyncio.sleep(self.retry_seconds)
 
     async def subscribe(self, topic: str) -> None:
+        """Subscribe (QoS 1) now if connected, and on every reconnect."""
         if topic in self._subscriptions:
             return
         self._subscriptions[topic] = None
-        if self._mqtt is not None:
-            await self._mqtt.subscribe(topic, qos=QOS)
+        await self._acknowledged(lambda mqtt: mqtt.subscribe(topic, qos=QOS, timeout=math.inf), f"SUBSCRIBE {topic}")
 
     async def unsubscribe(self, topic: str) -> None:
         """Drop a subscription (a finished round's topic), here and at the broker if connected;
@@ -198,8 +200,29 @@ class Link:
         if topic not in self._subscriptions:
             return
         del self._subscriptions[topic]
-        if self._mqtt is not None:
-            await self._mqtt.unsubscribe(topic)
+        await self._acknowledged(lambda mqtt: mqtt.unsubscribe(topic, timeout=math.inf), f"UNSUBSCRIBE {topic}")
+
+    async def _acknowledged(self, request, what: str) -> None:
+        """``request(mqtt)`` on the current connection, if any, until the broker acknowledges it
+        (at most ``ACK_TIMEOUT`` seconds: ``BrokerUnreachable``). If the connection fails under it,
+        nothing more is owed: a reconnect subscribes to exactly the topics in ``_subscriptions``."""
+        aiomqtt = _require_aiomqtt()
+        mqtt, lost = self._mqtt, self._lost
+        if mqtt is None:
+            return
+        asking = asyncio.ensure_future(request(mqtt))
+        done, _ = await asyncio.wait((asking, lost), timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if asking in done:
+            if isinstance(asking.exception(), aiomqtt.MqttError):  # paho had lost the connection
+                self.last_error = asking.exception()
+                return
+            return asking.result()
+        asking.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asking
+        if not done:
+            raise BrokerUnreachable(f"{self.identity}: the broker did not acknowledge {what} "
+                                    f"within {ACK_TIMEOUT:g} s")
 
     async def publish(self, items: list[tuple[str, bytes]], *, max_frame_bytes: int = MAX_FRAME_BYTES,
                       retain: bool = False, timeout: float = 60.0) -> None:
@@ -216,7 +239,7 @@ class Link:
             await self._wait_up(deadline - time.monotonic())
             mqtt, lost = self._mqtt, self._lost
             sending = asyncio.ensure_future(asyncio.gather(
-                *(mqtt.publish(t, f, qos=QOS, retain=retain, timeout=PUBLISH_TIMEOUT) for t, f in items)))
+                *(mqtt.publish(t, f, qos=QOS, retain=retain, timeout=ACK_TIMEOUT) for t, f in items)))
             done, _ = await asyncio.wait((sending, lost), timeout=max(deadline - time.monotonic(), 0.001),
                                          return_when=asyncio.FIRST_COMPLETED)
             if sending in done:
@@ -329,26 +352,43 @@ async def serve(server, link: Link, *, phase_timeout: float = 30.0, max_frame_by
     invitations = topics(server.start())
     await link.publish(invitations, max_frame_bytes=max_frame_bytes, retain=True, timeout=phase_timeout)
     liveness = Liveness(lost_grace)
+    held: collections.deque = collections.deque()  # frames read past to find announcements, in order
+
+    def noted_presence(message) -> bool:
+        """Note ``message`` if it is a Will or an announcement (``secagg/lost/{client}``)."""
+        parsed = parse_topic(str(message.topic))
+        if parsed is None or parsed[2] != "lost":
+            return False
+        liveness.note(parsed[3], bytes(message.payload), time.monotonic())
+        return True
+
     while not server.finished:
         deadline = log.started + phase_timeout
+        if liveness.next_due() <= time.monotonic():
+            # A Will's grace ended. The client's announcement of a newer connection may already
+            # be here behind other frames: read what has arrived (no more) before dropping it.
+            while not link.queue.empty():
+                message = link.queue.get_nowait()
+                if not noted_presence(message):
+                    held.append(message)
         due = liveness.due(time.monotonic())
         if due:
             out = [frame for c in due for frame in server.peer_lost(c)]
         else:
-            message = await link.next(min(deadline, liveness.next_due()) - time.monotonic())
+            message = held.popleft() if held else await link.next(
+                min(deadline, liveness.next_due()) - time.monotonic())
             if message is None:
                 if time.monotonic() < deadline:
                     continue  # a Will's grace ended: dropped at the top of the loop
                 log.closed_by_deadline = True
                 out = server.close_phase()
             else:
+                if noted_presence(message):
+                    continue
                 parsed = parse_topic(str(message.topic))
                 if parsed is None:
                     continue
                 _, _, direction, client = parsed
-                if direction == "lost":
-                    liveness.note(client, bytes(message.payload), time.monotonic())
-                    continue
                 if direction != "up" or client == SERVER_ID:
                     continue
                 log.arrivals += 1
