@@ -9,15 +9,15 @@ adds; speedup is serial time over sharded time, for threads and for the process 
 
 writes bench/results/unmask.json and unmask.md.
 
-    python3 -m bench.unmask --sweep [--runs 7]
+    python3 -m bench.unmask --sweep [--runs 9]
 
 times the pool's choices against each other around the thresholds that pick between them
 (``secagg.protocol.unmask``), and what the thresholds as set pick: serial in the server, the
 masks split over the workers, and coordinate shards, over d = 2^12 .. 2^20 (uint32 words; 30, 100
-and 1,000 masks: ``MIN_PARALLEL_WORK``, ``SPLIT_BY_MASKS_BYTES``), and
-the dropped pairs' seeds derived in the server or on the workers, for 32 .. 1,024 pairs at
-d = 1,000 (``MIN_PARALLEL_PAIRS``). Each choice is forced by setting the module's thresholds for
-the call; the choices are interleaved in every repeat, and every result is checked against the
+and 1,000 masks: ``MIN_PARALLEL_WORK``, ``SPLIT_BY_MASKS_BYTES``), and the dropped pairs' seeds
+derived in the server or on the workers, for 32 .. 1,024 pairs at d = 1,000
+(``MIN_PARALLEL_PAIRS``). Each choice is forced by setting the module's thresholds for the call;
+the choices are interleaved in every repeat, and every result is checked against the
 serial one. Writes bench/results/unmask_sweep.json and unmask_sweep.md.
 """
 
