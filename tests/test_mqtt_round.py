@@ -323,6 +323,37 @@ def test_a_subscription_made_while_the_broker_is_down_is_made_when_it_returns(br
     assert message is not None and (str(message.topic), bytes(message.payload)) == (topic, b"frame")
 
 
+@pytest.mark.parametrize("request_kind", ["subscribe", "publish"])
+def test_a_broker_that_stops_answering_on_a_live_connection_is_a_clear_error(broker, monkeypatch, request_kind):
+    """mosquitto paused (SIGSTOP): the TCP connection stays up but nothing is acknowledged. A
+    subscribe waits ACK_TIMEOUT (lowered here), a publish its own timeout; then BrokerUnreachable
+    names what went unacknowledged, never a hang and never a bare MqttError."""
+    import signal
+
+    from secagg.transport import mqtt
+    from secagg.transport.mqtt import BrokerUnreachable, up_topic
+
+    monkeypatch.setattr(mqtt, "ACK_TIMEOUT", 1.0)
+    topic = up_topic(bytes(16), 0, 1)
+
+    async def main():
+        async with Link(_broker(broker, 1), "secagg-client-1") as link:
+            broker.process.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(BrokerUnreachable) as info:
+                    if request_kind == "subscribe":
+                        await link.subscribe("secagg/+/+/down/1")
+                    else:
+                        await link.publish([(topic, b"frame")], timeout=1.0)
+            finally:
+                broker.process.send_signal(signal.SIGCONT)
+        return str(info.value)
+
+    message = asyncio.run(asyncio.wait_for(main(), 60))
+    assert "secagg-client-1: the broker did not acknowledge" in message
+    assert ("SUBSCRIBE secagg/+/+/down/1 within 1 s" if request_kind == "subscribe" else "1 frame(s) within 1 s") in message
+
+
 @pytest.mark.parametrize("announced", [True, False])
 def test_an_announcement_queued_behind_frames_cancels_a_drop_whose_grace_ended(announced, monkeypatch):
     """The driver reads what has already arrived before it drops a client whose Will's grace

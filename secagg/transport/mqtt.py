@@ -117,6 +117,23 @@ class BrokerUnreachable(ConnectionError):
     """The broker could not be reached (or not again) within the time allowed."""
 
 
+async def _finished_before(task: asyncio.Future, lost: asyncio.Future, timeout: float,
+                           late: str) -> bool:
+    """Wait for ``task`` (a request to the broker) or ``lost`` (its connection's end), at most
+    ``timeout`` seconds. True: ``task`` finished first (the caller reads its result). False: the
+    connection ended first, and ``task`` is cancelled. Time running out cancels ``task`` and
+    raises ``BrokerUnreachable(late)``."""
+    done, _ = await asyncio.wait((task, lost), timeout=max(timeout, 0.001), return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    if not done:
+        raise BrokerUnreachable(late)
+    return False
+
+
 class Link:
     """One party's connection to the broker, kept up across broker restarts and network faults.
 
@@ -211,18 +228,12 @@ class Link:
         if mqtt is None:
             return
         asking = asyncio.ensure_future(request(mqtt))
-        done, _ = await asyncio.wait((asking, lost), timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if asking in done:
+        late = f"{self.identity}: the broker did not acknowledge {what} within {ACK_TIMEOUT:g} s"
+        if await _finished_before(asking, lost, ACK_TIMEOUT, late):
             if isinstance(asking.exception(), aiomqtt.MqttError):  # paho had lost the connection
                 self.last_error = asking.exception()
                 return
-            return asking.result()
-        asking.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asking
-        if not done:
-            raise BrokerUnreachable(f"{self.identity}: the broker did not acknowledge {what} "
-                                    f"within {ACK_TIMEOUT:g} s")
+            asking.result()
 
     async def publish(self, items: list[tuple[str, bytes]], *, max_frame_bytes: int = MAX_FRAME_BYTES,
                       retain: bool = False, timeout: float = 60.0) -> None:
@@ -240,24 +251,17 @@ class Link:
             mqtt, lost = self._mqtt, self._lost
             sending = asyncio.ensure_future(asyncio.gather(
                 *(mqtt.publish(t, f, qos=QOS, retain=retain, timeout=ACK_TIMEOUT) for t, f in items)))
-            done, _ = await asyncio.wait((sending, lost), timeout=max(deadline - time.monotonic(), 0.001),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if sending in done:
+            late = (f"{self.identity}: the broker did not acknowledge {len(items)} frame(s) within "
+                    f"{timeout:g} s ({self.last_error or 'no answer'})")
+            if await _finished_before(sending, lost, deadline - time.monotonic(), late):
                 try:
                     sending.result()
                     return
                 except aiomqtt.MqttError as exc:  # the connection failed under it: send again
                     self.last_error = exc
                     await asyncio.sleep(self.retry_seconds)
-                    continue
-            # The connection was lost before the broker acknowledged everything (aiomqtt's new
-            # session cannot resend the old one's in-flight messages), or time ran out.
-            sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sending
-            if not done:
-                raise BrokerUnreachable(f"{self.identity}: the broker did not acknowledge {len(items)} "
-                                        f"frame(s) within {timeout:g} s ({self.last_error or 'no answer'})")
+            # Otherwise the connection was lost before the broker acknowledged everything
+            # (aiomqtt's new session cannot resend the old one's in-flight messages): again.
 
     async def next(self, timeout: float):
         if timeout <= 0:
