@@ -75,7 +75,7 @@ from secagg.messages import (
 )
 from secagg.protocol import keys
 from secagg.protocol.client import IdentityLookups, advert_fault, self_mask_commitment
-from secagg.protocol.unmask import MIN_PARALLEL_WORK, DroppedKey, Masks, default_unmasker
+from secagg.protocol.unmask import DroppedKey, Masks, default_unmasker
 from secagg.protocol.rounds import (
     PEER_AWAIT,
     PEER_ENDED,
@@ -184,11 +184,11 @@ class Server:
         if self._started:
             raise self._local("start() called twice")
         self._started = True
-        # A pool big enough rounds will use starts now (``ProcessUnmasker.start`` spawns without
-        # waiting), so its workers import while the clients work, not in the unmask phase.
+        # A pool starts now if a round this big will use it (``ProcessUnmasker.start`` decides and
+        # spawns without waiting), so its workers import while the clients work, not in the unmask phase.
         start_pool = getattr(self._unmasker, "start", None)
-        if start_pool is not None and self.config.num_clients * self.config.dim >= MIN_PARALLEL_WORK:
-            start_pool()
+        if start_pool is not None:
+            start_pool(self.config.num_clients * self.config.dim)
         return self._send(
             AdvertiseKeysRequest(**self._header(), recipient=c, config=self.config,
                                  config_signature=self._config_signature)

@@ -134,6 +134,16 @@ class Masks:
         for dropped in self.dropped:
             yield from derive(self.session, dropped)
 
+    def dropped_parts(self, parts: int) -> list[list]:
+        """The dropped keys in at most ``parts`` groups of about equal pair counts, each group as
+        ``DroppedKey.wire()`` items: what one worker or Ray task derives (``derive_packed``)."""
+        return [[d.wire() for d in group] for group in split_dropped(self.dropped, parts)]
+
+    def with_derived(self, blobs) -> list[tuple[bytes, int]]:
+        """Every (seed, sign): ``ready``, then the masks ``derive_packed`` returned for each of
+        ``dropped_parts``, in order."""
+        return self.ready + [m for blob in blobs for m in unpack_masks(blob)]
+
 
 def derive(session: bytes, dropped: DroppedKey):
     """The (seed, sign) of each pairwise mask of ``dropped.owner`` still in the sum: the seed of
@@ -242,11 +252,12 @@ class ProcessUnmasker:
             shm.close()
             shm.unlink()
 
-    def start(self) -> None:
+    def start(self, work: int | None = None) -> None:
         """Spawn the workers without waiting for them: they import while the round runs, so the
-        round that needs them does not wait for a cold start (``Server.start`` calls it for a
-        round big enough to use the pool; ``warm`` also waits until each is ready)."""
-        if self.workers > 1:
+        round that needs them does not wait for a cold start (``Server.start`` calls it with the
+        round's clients times its dimension, ``work``; a round below ``MIN_PARALLEL_WORK`` starts
+        nothing; ``warm`` also waits until each is ready)."""
+        if self.workers > 1 and (work is None or work >= MIN_PARALLEL_WORK):
             with self._lock:
                 self._start()
 
@@ -304,11 +315,11 @@ class ProcessUnmasker:
         returns; the server adds the parts. One round trip, each mask set up once."""
         parts = len(self._conns)
         ready = [masks.ready[len(masks.ready) * w // parts: len(masks.ready) * (w + 1) // parts] for w in range(parts)]
-        dropped = split_dropped(masks.dropped, parts)
+        dropped = masks.dropped_parts(parts)
         dropped += [[]] * (parts - len(dropped))
         for w in range(parts):
             self._send(w, ["partial", [masks.session, target.dtype.str, target.size, pack_masks(ready[w]),
-                                       [d.wire() for d in dropped[w]], bits]])
+                                       dropped[w], bits]])
         partials = [self._receive(w) for w in range(parts)]  # all of them before touching the sum
         for partial in partials:
             np.add(target, np.frombuffer(partial, dtype=target.dtype), out=target)
@@ -319,11 +330,10 @@ class ProcessUnmasker:
         """Every (seed, sign) of ``masks``, the dropped pairs' seeds derived on the workers."""
         if masks.pairs < MIN_PARALLEL_PAIRS:
             return list(masks)
-        groups = split_dropped(masks.dropped, len(self._conns))
+        groups = masks.dropped_parts(len(self._conns))
         for w, group in enumerate(groups):
-            self._send(w, ["derive", [masks.session, [d.wire() for d in group]]])
-        derived = [self._receive(w) for w in range(len(groups))]
-        return masks.ready + [m for blob in derived for m in unpack_masks(blob)]
+            self._send(w, ["derive", [masks.session, group]])
+        return masks.with_derived([self._receive(w) for w in range(len(groups))])
 
     def _by_shards(self, target: np.ndarray, masks: list, bits: int) -> None:
         """Each worker expands every mask over its coordinate shard of the sum, in shared memory."""
@@ -419,9 +429,8 @@ class RayUnmasker:
 
     def __call__(self, target: np.ndarray, masks, bits: int) -> int:
         if isinstance(masks, Masks) and masks.pairs >= MIN_PARALLEL_PAIRS:
-            groups = split_dropped(masks.dropped, self.workers)
-            blobs = self._ray.get([self._derive_task.remote(masks.session, [d.wire() for d in g]) for g in groups])
-            masks = masks.ready + [m for b in blobs for m in unpack_masks(b)]
+            groups = masks.dropped_parts(self.workers)
+            masks = masks.with_derived(self._ray.get([self._derive_task.remote(masks.session, g) for g in groups]))
         else:
             masks = list(masks)
         blob = self._ray.put(pack_masks(masks))
